@@ -1,0 +1,235 @@
+"""Reading and writing weights, safely (no arbitrary unpickling).
+
+Three inputs are understood:
+
+* ``published``: an FBIL training checkpoint (``{'epoch', 'state_dict', 'optimizer', ...}``,
+  keys ``module.backbone.module.*`` / ``module.head.module.*`` from DistributedDataParallel);
+* ``backbone``: a bare SlowFast pretrain file (keys of the SlowFast module), backbone only;
+* ``fbil``: our format, a safetensors file whose metadata embeds the config, labels and
+  preprocessing (:class:`ModelMetadata`), so one file is enough to serve. A torch file holding
+  ``backbone.*``/``head.*`` keys is also read as ``fbil`` (without embedded metadata).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor, nn
+
+from .config import FBILConfig, load_config
+from .detector import FBILDetector
+from .labels import ava_v22
+from .metadata import ModelMetadata
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "fbil"
+
+# (source prefix, our prefix), first match wins: the one explicit remapping table
+KEY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("module.backbone.module.", "backbone."),
+    ("module.head.module.", "head."),
+    ("module.", ""),
+)
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be read or does not fit the model."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    kind: str  # "published" | "backbone" | "fbil"
+    metadata: ModelMetadata | None = None
+    ignored_keys: tuple[str, ...] = ()
+
+
+def remap_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename checkpoint keys to ours with :data:`KEY_PREFIXES` (pure; unknown keys kept)."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        for src, dst in KEY_PREFIXES:
+            if key.startswith(src):
+                key = dst + key[len(src) :]
+                break
+        out[key] = value
+    return out
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a weights file: ``(state_dict, safetensors metadata or {})``.
+
+    Torch files are loaded with ``weights_only=True``; the inner ``state_dict``/``model`` dict
+    is picked when present.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if _is_safetensors(path):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            return load_file(str(path)), meta
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} holds objects other than weights; refusing to unpickle it "
+            f"(only tensors and plain containers are loaded): {e}"
+        ) from e
+    except Exception as e:  # torch.load raises many types on foreign bytes
+        raise CheckpointError(f"{path} is not a readable checkpoint: {e!r}") from e
+    if isinstance(obj, dict):
+        for inner in ("state_dict", "model"):
+            if isinstance(obj.get(inner), dict):
+                obj = obj[inner]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path} holds no state dict")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: state dict entries that are not tensors: {bad[:5]}")
+    return obj, {}
+
+
+def _kind(state: dict[str, Tensor]) -> str:
+    keys = list(state)
+    if any(k.startswith("module.backbone.module.") or k.startswith("module.head.") for k in keys):
+        return "published"
+    if all(k.startswith(("backbone.", "head.")) for k in keys):
+        return "fbil"
+    return "backbone"
+
+
+def _format_problems(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    def part(title: str, items: list[str]) -> str:
+        more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
+        return f"\n  {title} ({len(items)}): {', '.join(items[:10])}{more}" if items else ""
+
+    return (
+        part("missing keys", missing)
+        + part("unexpected keys", unexpected)
+        + part("mis-shaped keys", shapes)
+    )
+
+
+def load_into(
+    module: nn.Module,
+    state: dict[str, Tensor],
+    *,
+    strict: bool = True,
+    ignore_unexpected: bool = False,
+    what: str = "checkpoint",
+) -> list[str]:
+    """``load_state_dict`` with an error listing missing, unexpected and mis-shaped keys.
+
+    Returns the unexpected keys that were ignored (only with ``ignore_unexpected``).
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    fatal_unexpected = [] if ignore_unexpected else unexpected
+    if shapes or (strict and (missing or fatal_unexpected)):
+        raise CheckpointError(
+            f"{what} does not fit the model:" + _format_problems(missing, fatal_unexpected, shapes)
+        )
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    if missing:
+        log.warning("%s: %d model keys left at their initial values", what, len(missing))
+    return unexpected
+
+
+def load_checkpoint(
+    detector: FBILDetector, path: str | os.PathLike, *, strict: bool = True
+) -> CheckpointInfo:
+    """Load any supported weights file into ``detector`` (see the module docstring)."""
+    state, meta = read_weights(path)
+    kind = _kind(state)
+    state = remap_keys(state)
+    if kind == "backbone":
+        ignored = load_into(
+            detector.backbone,
+            state,
+            strict=strict,
+            ignore_unexpected=True,
+            what=f"backbone pretrain {path}",
+        )
+        if ignored:
+            log.info("backbone pretrain %s: ignored %d non-backbone keys", path, len(ignored))
+        return CheckpointInfo(kind, None, tuple(ignored))
+    load_into(detector, state, strict=strict, what=f"checkpoint {path}")
+    metadata = None
+    if METADATA_KEY in meta:
+        metadata = ModelMetadata.from_dict(json.loads(meta[METADATA_KEY]))
+    return CheckpointInfo(kind, metadata)
+
+
+def read_metadata(path: str | os.PathLike) -> ModelMetadata | None:
+    """The metadata embedded in one of our safetensors files (None for other files)."""
+    path = Path(path)
+    if not path.is_file() or not _is_safetensors(path):
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return ModelMetadata.from_dict(json.loads(meta[METADATA_KEY])) if METADATA_KEY in meta else None
+
+
+def load_model(
+    path: str | os.PathLike,
+    config: FBILConfig | str | os.PathLike | None = None,
+    *,
+    strict: bool = True,
+) -> tuple[FBILDetector, ModelMetadata]:
+    """Build a detector and load weights: the config embedded in the file, else ``config``."""
+    embedded = read_metadata(path)
+    if isinstance(config, (str, os.PathLike)):
+        config = load_config(config)
+    if config is None and embedded is None:
+        raise CheckpointError(
+            f"{path} embeds no config; pass the model's YAML config (e.g. --config)"
+        )
+    if embedded is not None and (config is None or config == embedded.config):
+        metadata = embedded
+    else:
+        assert config is not None
+        metadata = ModelMetadata(config=config, labels=ava_v22(), source_sha256=sha256_file(path))
+    detector = FBILDetector(metadata.config, num_pose=metadata.labels.num_pose).eval()
+    load_checkpoint(detector, path, strict=strict)
+    return detector, metadata
+
+
+def save_model(detector: FBILDetector, metadata: ModelMetadata, path: str | os.PathLike) -> None:
+    """Write our servable format: safetensors weights + embedded metadata JSON."""
+    state = {k: v.detach().contiguous().cpu() for k, v in detector.state_dict().items()}
+    save_file(state, str(path), metadata={METADATA_KEY: json.dumps(metadata.to_dict())})
