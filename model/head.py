@@ -4,8 +4,10 @@ cross-attention branches and actor-guided fusion.
 Module and parameter names follow the published checkpoints (``conv_reduce``,
 ``feature_encoder``, ``local_atten`` = foreground branch, ``context_atten`` = background
 branch, ``weight_linear``, ``norm``, ``fc``). Unlike the published code, everything that is the
-same for all actors of a clip (the encoded feature map, the cross-attention keys and values) is
-computed once per clip; there is no Python loop over actors or cells.
+same for all actors of a clip (the encoded feature map) is computed once per clip, and the
+cross-attention key/value projections are folded into the actor queries rather than applied to
+every cell (see :meth:`MultiheadAttention.attend_memory`); there is no Python loop over actors
+or cells.
 """
 
 from __future__ import annotations
@@ -57,6 +59,28 @@ class MultiheadAttention(nn.Module):
         weights = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
         out = (weights @ v).transpose(-3, -2).flatten(-2)
         return self.out_proj(out)
+
+    def attend_memory(self, query: Tensor, memory: Tensor, blocked: Tensor) -> Tensor:
+        """Cross-attention of one query token per row to that row's memory, ``(N, D)``.
+
+        ``query`` ``(N, D)``; ``memory`` ``(N, L, D)``; ``blocked`` ``(N, L)``, True = may not
+        attend. The key and value projections are folded into the query side instead of being
+        applied to all ``L`` cells: ``q.(Wk m + bk) = (Wk^T q).m + const`` (the constant
+        cancels in the softmax) and ``sum_l a_l (Wv m_l + bv) = Wv (sum_l a_l m_l) + bv``.
+        That costs O(N*H*L*D) instead of O(L*D*D) per clip: exact, and far cheaper for the
+        few actors of a clip.
+        """
+        d, heads, dh = self.dim, self.num_heads, self.head_dim
+        q = self.project(query.unsqueeze(-2), 0).squeeze(-2) * dh**-0.5  # (N, H, dh)
+        w_k = self.in_proj_weight[d : 2 * d].view(heads, dh, d)
+        w_v = self.in_proj_weight[2 * d :].view(heads, dh, d)
+        b_v = self.in_proj_bias[2 * d :].view(heads, dh)
+        scores = torch.einsum("nhe,hed->nhd", q, w_k) @ memory.transpose(1, 2)  # (N, H, L)
+        scores = scores.masked_fill(blocked.unsqueeze(1), float("-inf"))
+        weights = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
+        context = weights @ memory  # (N, H, D)
+        values = torch.einsum("nhd,hed->nhe", context, w_v) + b_v  # (N, H, dh)
+        return self.out_proj(values.flatten(1))
 
     def single_token(self, x: Tensor) -> Tensor:
         """Self-attention over one token ``(N, D)``: softmax over one key is 1, so only the
@@ -166,17 +190,13 @@ class MaskedBranch(nn.Module):
 
     def forward(self, actors: Tensor, memory: Tensor, clip_index: Tensor, blocked: Tensor):
         """``actors`` ``(N, D)``; ``memory`` ``(B, L, D)`` encoded maps; ``blocked`` ``(N, L)``."""
-        key_blocked = blocked[:, None, None, :]  # (N, 1, 1, L)
+        actor_memory = memory.index_select(0, clip_index)  # (N, L, D): a view per actor's clip
         x = actors
         for self_layer, cross_layer, ffn in zip(
             self.self_atten, self.cross_atten, self.ffn, strict=True
         ):
             x = self_layer.norm(x + self_layer.dropout(self_layer.self_attn.single_token(x)))
-            attn = cross_layer.multihead_attn
-            keys = attn.project(memory, 1).index_select(0, clip_index)  # once per clip
-            values = attn.project(memory, 2).index_select(0, clip_index)
-            query = attn.project(x.unsqueeze(-2), 0)  # (N, H, 1, d)
-            y = attn.attend(query, keys, values, key_blocked).squeeze(-2)
+            y = cross_layer.multihead_attn.attend_memory(x, actor_memory, blocked)
             x = cross_layer.norm(x + cross_layer.dropout(y))
             x = ffn(x)
         return x
