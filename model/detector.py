@@ -19,6 +19,14 @@ def ava_scores(logits: Tensor, num_pose: int, pose_softmax: bool) -> Tensor:
     return torch.cat((pose, logits[:, num_pose:].sigmoid()), dim=1).clamp(0.0, 1.0)
 
 
+def valid_feature_size(sizes_before_padding: Tensor, h: int, w: int) -> Tensor:
+    """``(B, 2)`` long ``(eff_h, eff_w)``: ``ceil`` of the map size times each clip's unpadded
+    ``[width_fraction, height_fraction]`` (published ``sizes_before_padding``)."""
+    eff_h = torch.ceil(sizes_before_padding[:, 1] * h)
+    eff_w = torch.ceil(sizes_before_padding[:, 0] * w)
+    return torch.stack((eff_h, eff_w), dim=1).long()
+
+
 class FBILDetector(nn.Module):
     """The FBIL spatio-temporal action detector. Building it loads no weights."""
 
@@ -29,7 +37,7 @@ class FBILDetector(nn.Module):
         self.backbone = SlowFast.from_config(config.backbone)
         self.head = FBILHead(config.head)
 
-    def forward(self, clips: Tensor, rois: Tensor) -> Tensor:
+    def forward(self, clips: Tensor, rois: Tensor, valid_hw: Tensor | None = None) -> Tensor:
         """Action logits.
 
         Args:
@@ -37,11 +45,14 @@ class FBILDetector(nn.Module):
             rois: float ``(N, 5)`` rows ``[clip_index, x1, y1, x2, y2]``, coordinates normalised
                 to 0..1 by frame width/height, grouped by ascending clip_index, >= 1 roi a clip.
 
+            valid_hw: training with padded batches only: ``(B, 2)`` long, the unpadded size of
+                each clip's feature map in cells (:func:`valid_feature_size`).
+
         Returns:
             ``(N, num_classes)`` logits in roi order.
         """
         slow, fast = self.backbone(clips)
-        return self.head(slow, fast, rois)
+        return self.head(slow, fast, rois, valid_hw)
 
     def scores(self, logits: Tensor) -> Tensor:
         """AVA scores ``(N, num_classes)`` in [0, 1] (pose softmax as configured)."""

@@ -275,9 +275,11 @@ class FBILHead(nn.Module):
     ) -> Tensor:
         """Logits ``(N, num_classes)`` in roi order.
 
-        ``rois``: ``(N, 5)`` ``[clip_index, x1, y1, x2, y2]`` normalised to the unpadded frame.
-        ``valid_hw``: optional ``(B, 2)`` unpadded feature-map size of each clip (training with
-        padded batches); the default is the full map. In training mode the branch masks are
+        ``rois``: ``(N, 5)`` ``[clip_index, x1, y1, x2, y2]`` normalised to the clip tensor's
+        frame (padding included). ``valid_hw``: optional ``(B, 2)`` long, the unpadded
+        feature-map size ``(eff_h, eff_w)`` of each clip (training with padded batches); cells
+        outside it are never attended and the position embedding is normalised by it. The
+        default is the full map. In training mode the branch masks are
         drawn at random (published drops), in eval mode they are exact.
         """
         feats = self.reduce(slow, fast)
@@ -287,13 +289,11 @@ class FBILHead(nn.Module):
 
         memory = self.encode(feats, valid_hw)
 
+        foreground = foreground_cells(rois, h, w)
         if valid_hw is None:
-            foreground = foreground_cells(rois, h, w)
             valid = torch.ones_like(foreground)
         else:
-            roi_hw = valid_hw.index_select(0, clip_index)
-            foreground = foreground_cells(rois, h, w, roi_hw)
-            valid = valid_cells(h, w, roi_hw, feats)
+            valid = valid_cells(h, w, valid_hw.index_select(0, clip_index), feats)
         drops: MaskConfig | None = self.cfg.masks if self.training else None
         fg_blocked, bg_blocked = branch_masks(
             foreground, valid, drops=drops, clip_index=clip_index, generator=generator

@@ -27,20 +27,12 @@ def valid_cells(h: int, w: int, valid_hw: Tensor, like: Tensor) -> Tensor:
     return ((rows < eff_h) & (cols < eff_w)).flatten(1)
 
 
-def foreground_cells(rois: Tensor, h: int, w: int, eff_hw: Tensor | None = None) -> Tensor:
+def foreground_cells(rois: Tensor, h: int, w: int) -> Tensor:
     """``(N, h*w)`` True for the foreground cells of each roi's clip.
 
-    ``rois``: ``(N, 5)`` rows ``[clip_index, x1, y1, x2, y2]`` normalised to the clip's
-    (unpadded) frame. ``eff_hw``: optional ``(N, 2)`` unpadded map size of each roi's clip, in
-    cells (default: the whole ``h x w`` map).
+    ``rois``: ``(N, 5)`` rows ``[clip_index, x1, y1, x2, y2]`` normalised to 0..1 of the map.
     """
-    if eff_hw is None:
-        eff_h = torch.full_like(rois[:, 0], float(h))
-        eff_w = torch.full_like(rois[:, 0], float(w))
-    else:
-        eff_h, eff_w = eff_hw[:, 0].to(rois.dtype), eff_hw[:, 1].to(rois.dtype)
-    x1, y1 = rois[:, 1] * eff_w, rois[:, 2] * eff_h
-    x2, y2 = rois[:, 3] * eff_w, rois[:, 4] * eff_h
+    x1, y1, x2, y2 = rois[:, 1] * w, rois[:, 2] * h, rois[:, 3] * w, rois[:, 4] * h
 
     same_clip = rois[:, 0].unsqueeze(1) == rois[:, 0].unsqueeze(0)  # (N, N)
     inf = torch.full_like(same_clip, float("inf"), dtype=rois.dtype)
@@ -52,8 +44,7 @@ def foreground_cells(rois: Tensor, h: int, w: int, eff_hw: Tensor | None = None)
     # single actor: box doubled around its centre, lower bounds >= 0, upper bounds <= map size
     cx, cy, bw, bh = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
     single_x1, single_y1 = (cx - bw).clamp(min=0), (cy - bh).clamp(min=0)
-    single_x2 = torch.minimum(cx + bw, eff_w)
-    single_y2 = torch.minimum(cy + bh, eff_h)
+    single_x2, single_y2 = (cx + bw).clamp(max=w), (cy + bh).clamp(max=h)
 
     alone = same_clip.sum(dim=1) == 1
     lo_x = torch.floor(torch.where(alone, single_x1, union_x1))

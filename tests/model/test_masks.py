@@ -65,11 +65,11 @@ def test_empty_background_falls_back_to_all_cells():
 
 
 def test_padding_cells_are_never_attended():
-    rois = torch.tensor([[0, 0.1, 0.1, 0.3, 0.3]])
+    rois = torch.tensor([[0, 0.05, 0.05, 0.15, 0.15]])
     valid = torch.zeros(1, 6, 8, dtype=torch.bool)
     valid[:, :4, :5] = True
     valid = valid.flatten(1)
-    fg = foreground_cells(rois, 6, 8, torch.tensor([[4, 5]]))
+    fg = foreground_cells(rois, 6, 8)
     fg_blocked, bg_blocked = branch_masks(fg, valid)
     assert (fg_blocked | bg_blocked)[~valid].all()
     assert (~bg_blocked & valid).sum() == (valid & ~fg).sum()
