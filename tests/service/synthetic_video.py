@@ -1,0 +1,78 @@
+"""Videos encoded in the tests whose frames show their own index as 10 black/white bars."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from fractions import Fraction
+
+import av
+import numpy as np
+import torch
+
+from model.preprocess import PreprocessSpec
+
+WIDTH, HEIGHT = 160, 96  # 10 bars of 16 pixels
+BITS = 10
+
+
+def index_image(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """RGB image whose bar ``b`` is white when bit ``b`` of ``index`` is set."""
+    img = np.zeros((height, width, 3), np.uint8)
+    bar = width // BITS
+    for b in range(BITS):
+        if (index >> b) & 1:
+            img[:, b * bar : (b + 1) * bar] = 255
+    return img
+
+
+def encode(
+    pts: Sequence[int],
+    codec: str = "libx264",
+    fmt: str = "mp4",
+    time_base: Fraction = Fraction(1, 1000),
+    images: Sequence[np.ndarray] | None = None,
+    rotation: int | None = None,
+    options: dict[str, str] | None = None,
+) -> bytes:
+    """Encode one frame per ``pts`` (in ``time_base`` ticks); frame ``i`` shows index ``i``."""
+    images = images if images is not None else [index_image(i) for i in range(len(pts))]
+    height, width = images[0].shape[:2]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=30, options=options or {})
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        stream.time_base = stream.codec_context.time_base = time_base
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for p, img in zip(pts, images, strict=True):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = p, time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+def read_indices(clip: torch.Tensor, spec: PreprocessSpec) -> list[int]:
+    """The index each of the clip's ``T`` frames shows (bars read at their centres)."""
+    mean = torch.tensor(spec.mean).view(3, 1, 1, 1)
+    std = torch.tensor(spec.std).view(3, 1, 1, 1)
+    gray = (clip * std + mean).mean(0)  # (T, H, W) in 0..255
+    width = gray.shape[-1]
+    centres = [int((b + 0.5) * width / BITS) for b in range(BITS)]
+    bits = gray[:, :, centres].mean(1) > 128  # (T, BITS)
+    weights = torch.tensor([1 << b for b in range(BITS)])
+    return [int(v) for v in (bits.long() * weights).sum(1)]
+
+
+def nearest_indices(
+    frame_times: Sequence[Fraction], keyframe: Fraction, spec: PreprocessSpec
+) -> list[int]:
+    """Reference sampling in exact arithmetic: nearest frame, ties to the earlier, edges held."""
+    out = []
+    for k in range(spec.num_frames):
+        s = keyframe + Fraction(spec.frame_interval * k - spec.num_frames) / Fraction(spec.base_fps)
+        dists = [abs(t - s) for t in frame_times]
+        out.append(dists.index(min(dists)))
+    return out
