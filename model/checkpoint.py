@@ -99,6 +99,8 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():  # garbage bytes, not a forbidden object
+            raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from e
         raise CheckpointError(
             f"{path} holds objects other than weights; refusing to unpickle it "
             f"(only tensors and plain containers are loaded): {e}"

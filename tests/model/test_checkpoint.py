@@ -71,10 +71,14 @@ def test_pickle_with_objects_is_refused(tmp_path):
             return (os.system, ("echo pwned",))
 
     path = tmp_path / "evil.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"state_dict": Evil()}, f)
+    torch.save({"state_dict": Evil()}, path)  # protocol 2: a GLOBAL os.system opcode
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
         model.load_checkpoint(model.build_detector(tiny_config()), path)
+    raw = tmp_path / "evil4.pkl"
+    with open(raw, "wb") as f:
+        pickle.dump({"state_dict": Evil()}, f, protocol=4)
+    with pytest.raises(CheckpointError):
+        model.load_checkpoint(model.build_detector(tiny_config()), raw)
 
 
 def test_not_a_checkpoint(tmp_path):

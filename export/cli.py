@@ -1,0 +1,154 @@
+"""``fbil-export``: ONNX / TorchScript artifacts (+ Triton repository) from a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from model.checkpoint import CheckpointError, load_model, sha256_file
+from model.config import ConfigError
+
+from . import check
+from .onnx_export import DEFAULT_OPSET, export_onnx
+from .torchscript_export import export_torchscript
+from .triton import write_triton_repository
+
+FORMATS = ("onnx", "torchscript", "all")
+
+
+def exporter_version() -> str:
+    try:
+        return version("fbil")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fbil-export",
+        description="Export an FBIL checkpoint to ONNX and/or TorchScript, with metadata.",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="any checkpoint fbil loads")
+    p.add_argument("--config", type=Path, help="YAML config (if the checkpoint embeds none)")
+    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--fp16", action="store_true", help="half-precision network (GPU serving)")
+    p.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare the artifact with the eager model on random inputs (default: on)",
+    )
+    p.add_argument("--triton", action="store_true", help="also write a Triton model repository")
+    p.add_argument("--name", help="model name (default: the checkpoint's metadata name)")
+    return p
+
+
+def _step(message: str) -> float:
+    print(f"[fbil-export] {message} ...", flush=True)
+    return time.perf_counter()
+
+
+def _done(start: float) -> None:
+    print(f"[fbil-export]   done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def _report(kind: str, results: list[check.CheckResult], tolerance: float) -> None:
+    for r in results:
+        print(
+            f"[fbil-export]   {kind}: clips={r.num_clips} actors={r.num_rois} "
+            f"size={r.size[0]}x{r.size[1]} max|logits diff|={r.logits_diff:.2e} "
+            f"max|scores diff|={r.scores_diff:.2e} (limit {tolerance:g})"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = _step(f"loading {args.checkpoint}")
+    try:
+        detector, metadata = load_model(args.checkpoint, args.config)
+    except (CheckpointError, ConfigError) as e:
+        print(f"fbil-export: error: {e}", file=sys.stderr)
+        return 2
+    _done(start)
+    if args.name:
+        metadata = type(metadata)(**{**metadata.__dict__, "name": args.name})
+    extra = {
+        "exporter": {"name": "fbil-export", "version": exporter_version(), "opset": args.opset},
+        "fp16": args.fp16,
+        "source_sha256": metadata.source_sha256 or sha256_file(args.checkpoint),
+        "inputs": {"clips": "float32 (B,3,T,H,W)", "rois": "float32 (N,5)"},
+        "outputs": {"logits": "float32 (N,C)", "scores": "float32 (N,C)"},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    tolerance = check.FP16_TOLERANCE if args.fp16 else check.FP32_TOLERANCE
+    frames = metadata.preprocess.num_frames
+    written: list[Path] = []
+    try:
+        if args.format in ("onnx", "all"):
+            start = _step(f"exporting ONNX (opset {args.opset})")
+            path = export_onnx(
+                detector,
+                metadata,
+                args.out / "model.onnx",
+                opset=args.opset,
+                fp16=args.fp16,
+                extra_metadata=extra,
+            )
+            written.append(path)
+            _done(start)
+            if args.check:
+                start = _step("checking ONNX with onnxruntime (CPU) against eager")
+                results = check.compare(
+                    _fresh(args, detector), check.onnx_runner(path), num_frames=frames,
+                    tolerance=tolerance,
+                )  # fmt: skip
+                _report("onnx", results, tolerance)
+                _done(start)
+            if args.triton:
+                name = re.sub(r"[^A-Za-z0-9_-]", "_", metadata.name)
+                written.append(write_triton_repository(path, args.out / "triton", name))
+        if args.format in ("torchscript", "all"):
+            start = _step("exporting TorchScript")
+            path = export_torchscript(
+                _fresh(args, detector), metadata, args.out / "model.torchscript.pt",
+                fp16=args.fp16, extra_metadata=extra,
+            )  # fmt: skip
+            written.append(path)
+            _done(start)
+            if args.check:
+                start = _step("checking TorchScript against eager")
+                results = check.compare(
+                    _fresh(args, detector), check.torchscript_runner(path), num_frames=frames,
+                    tolerance=tolerance,
+                )  # fmt: skip
+                _report("torchscript", results, tolerance)
+                _done(start)
+    except check.CheckFailed as e:
+        print(f"fbil-export: check failed: {e}", file=sys.stderr)
+        return 1
+    sidecar = args.out / "model.json"
+    sidecar.write_text(json.dumps({**metadata.to_dict(), **extra}, indent=2) + "\n")
+    written.append(sidecar)
+    for path in written:
+        print(f"[fbil-export] wrote {path}")
+    return 0
+
+
+def _fresh(args: argparse.Namespace, detector):  # type: ignore[no-untyped-def]
+    """An fp32 eager copy (fp16 export casts the module it is given in place)."""
+    if not args.fp16:
+        return detector
+    fresh, _ = load_model(args.checkpoint, args.config)
+    return fresh
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""ONNX export with dynamic batch, actor count, frame count and frame size."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch.export import Dim
+
+from model.detector import FBILDetector
+from model.metadata import ModelMetadata
+
+from .wrapper import INPUT_NAMES, OUTPUT_NAMES, ExportedDetector, example_inputs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+METADATA_KEY = "fbil"
+
+
+def _dynamic_shapes(alpha: int) -> dict[str, dict[int, Any]]:
+    return {
+        "clips": {
+            0: Dim("batch", min=1, max=256),
+            2: alpha * Dim("frames_div_alpha", min=1, max=1024),
+            3: Dim("height", min=16, max=8192),
+            4: Dim("width", min=16, max=8192),
+        },
+        "rois": {0: Dim("num_rois", min=1, max=4096)},
+    }
+
+
+def _export(module: torch.nn.Module, args: tuple, metadata: ModelMetadata, opset: int):  # type: ignore[no-untyped-def]
+    return torch.onnx.export(
+        module,
+        args,
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes=_dynamic_shapes(metadata.config.backbone.alpha),
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+
+
+def export_onnx(
+    detector: FBILDetector,
+    metadata: ModelMetadata,
+    path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    extra_metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``path`` (a single self-contained .onnx file) and return it.
+
+    Inputs ``clips`` float32 ``(B,3,T,H,W)`` and ``rois`` float32 ``(N,5)``; outputs ``logits``
+    and ``scores`` ``(N,C)``; any H, W >= 16; T a multiple of alpha. The model's
+    metadata JSON is stored under the ``fbil`` key of ``metadata_props``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = ExportedDetector(detector, fp16=fp16).eval()
+    args = example_inputs(metadata.preprocess.num_frames)
+    with warnings.catch_warnings():
+        # torchvision's adaptive sampling_ratio=-1 is ONNX's 0 (adaptive): the same numbers,
+        # tested in tests/export/test_roi_align_onnx.py
+        warnings.filterwarnings("ignore", message=".*RoIAlign with a non-zero sampling_ratio")
+        program = _export(module, args, metadata, opset)
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    proto = program.model_proto
+    doc = {**metadata.to_dict(), **(extra_metadata or {})}
+    props = {METADATA_KEY: json.dumps(doc), "name": metadata.name, "version": metadata.version}
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "fbil-export"
+    onnx.save_model(proto, str(path))
+    return path
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``fbil`` metadata JSON of an exported ONNX file."""
+    proto = onnx.load(str(path), load_external_data=False)
+    for entry in proto.metadata_props:
+        if entry.key == METADATA_KEY:
+            return json.loads(entry.value)
+    raise ValueError(f"{path} carries no '{METADATA_KEY}' metadata")
