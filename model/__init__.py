@@ -1,11 +1,32 @@
-"""FBIL model: SlowFast backbone, FBIL head, configs, labels and checkpoints."""
+"""FBIL model: SlowFast backbone, FBIL head, configs, labels and checkpoints.
 
-from .checkpoint import CheckpointError, load_checkpoint, load_model, save_model
-from .config import ConfigError, FBILConfig, load_config
-from .detector import FBILDetector, ava_scores, build_detector
-from .labels import LabelMap, ava_v22
-from .metadata import ModelMetadata
-from .preprocess import PreprocessSpec
+Names are imported lazily, so tools that only need e.g. ``model.training.ava_eval`` do not
+pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "CheckpointError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_model": "checkpoint",
+    "save_model": "checkpoint",
+    "ConfigError": "config",
+    "FBILConfig": "config",
+    "load_config": "config",
+    "FBILDetector": "detector",
+    "ava_scores": "detector",
+    "build_detector": "detector",
+    "LabelMap": "labels",
+    "ava_v22": "labels",
+    "ModelMetadata": "metadata",
+    "PreprocessSpec": "preprocess",
+}
+_SUBMODULES = {"backbone", "checkpoint", "config", "detector", "head", "labels", "masks",
+               "metadata", "preprocess", "training"}  # fmt: skip
 
 __all__ = [
     "CheckpointError",
@@ -23,3 +44,20 @@ __all__ = [
     "load_model",
     "save_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointError, load_checkpoint, load_model, save_model
+    from .config import ConfigError, FBILConfig, load_config
+    from .detector import FBILDetector, ava_scores, build_detector
+    from .labels import LabelMap, ava_v22
+    from .metadata import ModelMetadata
+    from .preprocess import PreprocessSpec
