@@ -109,6 +109,10 @@ def branch_masks(
             | _random_drop(fg, drops.bg_branch_fg_drop, noise[1])
             | _random_drop(background, drops.bg_branch_bg_drop, noise[1])
         )
-    fg_blocked = torch.where(fg_blocked.all(dim=1, keepdim=True), ~valid, fg_blocked)
-    bg_blocked = torch.where(bg_blocked.all(dim=1, keepdim=True), ~valid, bg_blocked)
-    return fg_blocked, bg_blocked
+    return _attend_all_if_empty(fg_blocked, valid), _attend_all_if_empty(bg_blocked, valid)
+
+
+def _attend_all_if_empty(blocked: Tensor, valid: Tensor) -> Tensor:
+    """Rows with no attendable cell attend to every valid cell (boolean ops only: exportable)."""
+    empty = blocked.all(dim=1, keepdim=True)
+    return (blocked & ~empty) | (~valid & empty)
