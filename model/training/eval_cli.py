@@ -4,8 +4,14 @@ Usage::
 
     fbil-eval [csv] --labelmap L.pbtxt --groundtruth G.csv --detections D.csv \\
         [--exclusions E.csv] [--json OUT.json]
+    fbil-eval checkpoint --checkpoint MODEL --data-config TRAIN.yaml [--split val|train] \\
+        --out DETECTIONS.csv [--config MODEL.yaml] [--gt-boxes] [--json OUT.json]
 
-``csv`` is the default subcommand, so it may be left out. Prints one line per label-map class
+``csv`` is the default subcommand, so it may be left out. ``checkpoint`` runs a model (our
+safetensors, or a published checkpoint with ``--config``) over the keyframes of a split of a
+training config (proposals when the split has them, else ground-truth boxes), writes the
+detections CSV and scores it against the split's ground truth (``eval_mAP`` or its
+annotations/labelmap/exclusions). Prints one line per label-map class
 and the mAP; ``--json`` also writes the metrics (NaN as ``null``). Exit code 0 on success, 2 for
 bad arguments or missing/malformed input files.
 """
@@ -27,7 +33,7 @@ __all__ = ["build_parser", "format_table", "main"]
 PROG = "fbil-eval"
 EXIT_OK = 0
 EXIT_USAGE = 2
-SUBCOMMANDS = frozenset({"csv"})  # "checkpoint" (run a model on a split) is to be added
+SUBCOMMANDS = frozenset({"csv", "checkpoint"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="AVA frame-mAP@0.5IoU, computed as the official AVA evaluator does."
     )
-    sub = parser.add_subparsers(dest="command", metavar="{csv}")
+    sub = parser.add_subparsers(dest="command", metavar="{csv,checkpoint}")
     csv_cmd = sub.add_parser(
         "csv", help="score a detections CSV (default)", description=_csv_description()
     )
@@ -45,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     csv_cmd.add_argument("--exclusions", "-e", type=Path, help="excluded-timestamps CSV")
     csv_cmd.add_argument("--json", type=Path, help="write the metrics to this JSON file")
     csv_cmd.set_defaults(handler=_run_csv)
+
+    ck = sub.add_parser("checkpoint", help="run a model on a dataset split, write and score CSV")
+    ck.add_argument("--checkpoint", type=Path, required=True, help="model weights")
+    ck.add_argument("--config", type=Path, help="model config YAML (if the file embeds none)")
+    ck.add_argument(
+        "--data-config", type=Path, help="training YAML with the split (default: --config)"
+    )
+    ck.add_argument("--split", choices=("val", "train"), default="val")
+    ck.add_argument("--out", type=Path, required=True, help="detections CSV to write")
+    ck.add_argument("--gt-boxes", action="store_true", help="ground-truth boxes, not proposals")
+    ck.add_argument("--batch-size", type=int, help="override the split's batch size")
+    ck.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    ck.add_argument("--json", type=Path, help="write the metrics to this JSON file")
+    ck.set_defaults(handler=_run_checkpoint)
     return parser
 
 
@@ -83,14 +103,45 @@ def _run_csv(args: argparse.Namespace) -> int:
     except (AvaFormatError, UnicodeDecodeError) as exc:
         return _fail(str(exc))
     print(format_table(result))
-    if args.json is not None:
+    return _write_json(result, args.json)
+
+
+def _write_json(result: FrameMapResult, path: Path | None) -> int:
+    if path is not None:
         try:
-            args.json.write_text(
-                json.dumps(result.to_json_dict(), indent=2, allow_nan=False) + "\n"
-            )
+            path.write_text(json.dumps(result.to_json_dict(), indent=2, allow_nan=False) + "\n")
         except OSError as exc:
             return _fail(f"cannot write {exc.filename}: {exc.strerror}")
     return EXIT_OK
+
+
+def _run_checkpoint(args: argparse.Namespace) -> int:
+    from model.training.checkpoint_eval import run_checkpoint  # noqa: PLC0415 (torch import)
+
+    data_config = args.data_config or args.config
+    if data_config is None:
+        return _fail("checkpoint mode needs --data-config (or --config) naming the split")
+    try:
+        result = run_checkpoint(
+            args.checkpoint,
+            data_config,
+            split=args.split,
+            out=args.out,
+            model_config=args.config,
+            gt_boxes=args.gt_boxes,
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+    except OSError as exc:
+        return _fail(f"cannot read {exc.filename}: {exc.strerror}")
+    except (ValueError, AvaFormatError) as exc:  # ConfigError, CheckpointError are ValueErrors
+        return _fail(str(exc))
+    print(f"wrote {args.out}")
+    if result is None:
+        print("the split has no ground truth configured: detections not scored")
+        return EXIT_OK
+    print(format_table(result))
+    return _write_json(result, args.json)
 
 
 def _fail(message: str) -> int:

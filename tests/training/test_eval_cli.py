@@ -112,4 +112,4 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
-    assert "{csv}" in capsys.readouterr().out
+    assert "{csv,checkpoint}" in capsys.readouterr().out
