@@ -1,0 +1,224 @@
+"""Load test of the HTTP service on loopback: throughput and p50/p95 latency, batching on vs off.
+
+Starts ``uvicorn service.app:create_app_from_env`` on 127.0.0.1 (a free port) once per batching
+mode, fires ``--requests`` POST /detect calls at each concurrency level and prints one table with
+the batching-on / batching-off ratios. Without ``--model`` a small random model (R50 depth with
+one block a stage, width 32, 16 frames, short side 128) is written to a temporary folder.
+
+    python benchmarks/service.py [--model PATH] [--concurrency 1 4 16] [--requests 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+from model import ModelMetadata, build_detector, save_model
+from model.config import BackboneConfig, FBILConfig, HeadConfig
+from model.preprocess import PreprocessSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEO = ROOT / "tests" / "data" / "videos" / "Megamind.avi"
+SMALL = FBILConfig(
+    backbone=BackboneConfig(layers=(1, 1, 1, 1), width=32),
+    head=HeadConfig(
+        in_channels=32 * 32 + int(32 * 8 * 0.125) * 4,
+        reduce_dim=64,
+        num_heads=4,
+        encoder_depth=1,
+        fg_depth=1,
+        bg_depth=1,
+        ffn_dim=128,
+    ),
+    preprocess=PreprocessSpec(num_frames=16, frame_interval=2, short_side=128),
+)
+
+
+def small_model(folder: Path) -> Path:
+    torch.manual_seed(0)
+    path = folder / "bench.safetensors"
+    save_model(build_detector(SMALL), ModelMetadata(config=SMALL, name="bench"), path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """The service in a child process on loopback; stopped with SIGTERM (graceful)."""
+
+    def __init__(self, env: dict[str, str], startup_timeout: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, **env, "FBIL_HOST": "127.0.0.1", "FBIL_PORT": str(self.port)}
+        full_env["FBIL_LOG_LEVEL"] = "warning"
+        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli"], cwd=ROOT, env=full_env)
+        deadline = time.monotonic() + startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError("the server did not become ready")
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def requests_for(n: int, duration: float) -> list[str]:
+    """``n`` different one-keyframe requests (2 actors each) spread over the segment."""
+    out = []
+    for i in range(n):
+        time_s = 1.0 + (i * 0.37) % max(duration - 2.0, 0.5)
+        boxes = [{"box": [100, 40, 300, 500]}, {"box": [350, 30 + i % 50, 700, 520]}]
+        out.append(json.dumps({"keyframes": [{"time": round(time_s, 3), "boxes": boxes}]}))
+    return out
+
+
+async def load(url: str, video: bytes, bodies: list[str], concurrency: int, timeout: float):
+    """Fire every request with ``concurrency`` in flight: (latencies s, wall s, failures)."""
+    latencies: list[float] = []
+    failures = 0
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    limits = httpx.Limits(max_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal failures
+            while not queue.empty():
+                body = queue.get_nowait()
+                files = {"video": ("v.avi", video, "video/x-msvideo"), "request": (None, body)}
+                started = time.perf_counter()
+                r = await client.post("/detect", files=files)
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    failures += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - started, failures
+
+
+def percentile(values: list[float], q: int) -> float:
+    """Nearest-rank percentile (NaN when empty)."""
+    if not values:
+        return float("nan")
+    ranked = sorted(values)
+    return ranked[max(0, math.ceil(q / 100 * len(ranked)) - 1)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", type=Path, help="model file (default: a small random model)")
+    p.add_argument("--video", type=Path, default=VIDEO)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
+    p.add_argument("--max-batch-size", type=int, default=8, help="with batching on")
+    p.add_argument("--max-batch-delay-ms", type=float, default=5.0, help="with batching on")
+    p.add_argument("--decode-workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")
+    args = p.parse_args()
+
+    video = args.video.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = args.model or small_model(Path(tmp))
+        modes = {
+            "off": {"FBIL_MAX_BATCH_SIZE": "1", "FBIL_MAX_BATCH_DELAY_MS": "0"},
+            "on": {
+                "FBIL_MAX_BATCH_SIZE": str(args.max_batch_size),
+                "FBIL_MAX_BATCH_DELAY_MS": str(args.max_batch_delay_ms),
+            },
+        }
+        results: dict[tuple[str, int], dict[str, float]] = {}
+        for mode, env in modes.items():
+            env = {
+                **env,
+                "FBIL_MODEL_PATH": str(model_path),
+                "FBIL_DEVICE": args.device,
+                "FBIL_DECODE_WORKERS": str(args.decode_workers),
+                "FBIL_MAX_QUEUE_SIZE": str(max(64, 4 * max(args.concurrency))),
+                "FBIL_MAX_INFLIGHT_REQUESTS": str(max(64, 4 * max(args.concurrency))),
+            }
+            server = Server(env, startup_timeout=300)
+            try:
+                bodies = requests_for(args.requests, 9.0)
+                asyncio.run(load(server.url, video, bodies[:2], 1, args.timeout))  # warm
+                for c in args.concurrency:
+                    count0 = server.metric("fbil_batch_size_count")
+                    sum0 = server.metric("fbil_batch_size_sum")
+                    lat, wall, failed = asyncio.run(
+                        load(server.url, video, bodies, c, args.timeout)
+                    )
+                    batches = server.metric("fbil_batch_size_count") - count0
+                    clips = server.metric("fbil_batch_size_sum") - sum0
+                    results[mode, c] = {
+                        "rps": len(lat) / wall,
+                        "p50": percentile(lat, 50) * 1000,
+                        "p95": percentile(lat, 95) * 1000,
+                        "batch": clips / batches if batches else float("nan"),
+                        "failed": failed,
+                    }
+            finally:
+                server.stop()
+
+    print(
+        f"\nPOST /detect on loopback, {args.requests} requests a level, {args.video.name}, "
+        f"model {args.model or 'small random'}, batching on = max_batch_size "
+        f"{args.max_batch_size}, max_batch_delay_ms {args.max_batch_delay_ms}\n"
+    )
+    head = (
+        "| conc | off req/s | off p50 ms | off p95 ms | on req/s | on p50 ms | on p95 ms "
+        "| on mean batch | req/s on/off | p95 on/off |"
+    )
+    print(head)
+    print("|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|")
+    for c in args.concurrency:
+        off, on = results["off", c], results["on", c]
+        print(
+            f"| {c} | {off['rps']:.2f} | {off['p50']:.0f} | {off['p95']:.0f} | {on['rps']:.2f} "
+            f"| {on['p50']:.0f} | {on['p95']:.0f} | {on['batch']:.2f} "
+            f"| {on['rps'] / off['rps']:.2f}x | {on['p95'] / off['p95']:.2f}x |"
+        )
+    failed = sum(r["failed"] for r in results.values())
+    if failed:
+        print(f"\n{failed:.0f} requests failed (not counted in the latencies)")
+
+
+if __name__ == "__main__":
+    main()

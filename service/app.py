@@ -1,0 +1,112 @@
+"""``create_app(settings)``: the FastAPI app; its lifespan loads, warms and drains the runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from .batching import Batcher
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .middleware import BodyLimitMiddleware, RequestContextMiddleware
+from .routes import router
+from .runtimes import load_runtime
+from .settings import Settings
+from .state import ServiceState
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Spatio-temporal action detection (FBIL: SlowFast backbone + attention head, AVA v2.2 classes).
+
+`POST /detect` takes a video segment and actor boxes on one or more keyframes and returns the
+most likely actions of each actor. Example with curl:
+
+```
+curl -F video=@segment.mp4 \\
+     -F 'request={"keyframes": [{"time": 2.0, "boxes": [{"box": [120, 40, 260, 400]}]}]}' \\
+     http://localhost:8000/detect
+```
+
+Errors share one shape: `{"error": {"code", "message", "details"}}`.
+"""
+
+
+async def _load(state: ServiceState) -> None:
+    """Load the model and run a real warm-up forward in a thread; then accept requests."""
+    s = state.settings
+    try:
+        runtime = await asyncio.to_thread(
+            load_runtime,
+            s.resolved_model_path(),
+            s.backend,
+            device=s.device,
+            config_path=s.config_path,
+            onnx_providers=s.onnx_providers or None,
+            num_threads=s.num_threads,
+        )
+        await asyncio.to_thread(runtime.warmup)
+    except Exception as e:
+        state.load_error = f"{type(e).__name__}: {e}"
+        log.exception("the model could not be loaded; the service stays unready")
+        return
+    state.runtime = runtime
+    state.batcher = Batcher(
+        runtime.predict,
+        max_batch_size=s.max_batch_size,
+        max_batch_delay_ms=s.max_batch_delay_ms,
+        max_queue_size=s.max_queue_size,
+        metrics=state.metrics,
+    )
+    state.batcher.start()
+    state.ready = True
+    meta = runtime.metadata
+    log.info("ready: %s %s on %s %s", meta.name, meta.version, runtime.backend, runtime.describe())
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: ServiceState = app.state.service
+    state.decode_pool = ThreadPoolExecutor(
+        state.settings.decode_workers, thread_name_prefix="fbil-decode"
+    )
+    state.loading = asyncio.create_task(_load(state))
+    try:
+        yield
+    finally:
+        state.ready = False
+        if not state.loading.done():
+            state.loading.cancel()
+        if state.batcher is not None:
+            await state.batcher.stop()  # runs what is queued; in-flight requests get answers
+        state.decode_pool.shutdown(wait=True)
+        log.info("stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service app. Raises :class:`~service.settings.SettingsError` when no model is set."""
+    settings = settings or Settings()
+    settings.resolved_model_path()  # fail fast with a clear message
+    metrics = Metrics(settings.max_batch_size)
+    app = FastAPI(
+        title="FBIL action detection",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = ServiceState(settings=settings, metrics=metrics)
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.upload_limit)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (settings from ``FBIL_*`` variables)."""
+    return create_app(Settings())

@@ -1,0 +1,232 @@
+"""Runtimes: run a model file on clips and rois. They know nothing about HTTP.
+
+Three implementations of one small interface (``warmup()``, ``predict(clips, rois)``):
+ONNX Runtime (production; TensorRT/CUDA providers when available, else CPU), TorchScript and the
+eager PyTorch model. Each reads the model's metadata (labels, preprocessing) from the artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from model import ModelMetadata, load_model
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "fbil"  # ONNX metadata_props key
+TORCHSCRIPT_METADATA = "fbil.json"  # TorchScript extra file
+SIDECAR = "model.json"
+ONNX_SUFFIXES = {".onnx"}
+TORCHSCRIPT_SUFFIXES = {".torchscript", ".ts"}
+
+
+class RuntimeLoadError(RuntimeError):
+    """A model file that no runtime can serve."""
+
+
+class Runtime(ABC):
+    """Run the detector: ``predict(clips (B,3,T,H,W), rois (N,5)) -> scores (N, C)``."""
+
+    backend: str
+
+    def __init__(self, metadata: ModelMetadata) -> None:
+        self.metadata = metadata
+
+    @abstractmethod
+    def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
+        """AVA scores in [0, 1], float32 on the CPU.
+
+        Args:
+            clips: float32 ``(B, 3, T, H, W)`` normalised as the metadata's preprocessing says.
+            rois: float32 ``(N, 5)`` rows ``[clip_index, x1, y1, x2, y2]`` in 0..1, grouped by
+                ascending clip index, every clip with at least one roi.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """Where it runs (device, providers) for ``/v1/model``."""
+        return {}
+
+    def warmup(self) -> None:
+        """One real forward on a blank clip of the model's input size; checks the output."""
+        spec = self.metadata.preprocess
+        side = spec.short_side
+        clips = torch.zeros(1, 3, spec.num_frames, side, side * 16 // 9)
+        rois = torch.tensor([[0.0, 0.25, 0.25, 0.75, 0.75]])
+        scores = self.predict(clips, rois)
+        expected = (1, len(self.metadata.labels))
+        if tuple(scores.shape) != expected or not torch.isfinite(scores).all():
+            raise RuntimeLoadError(
+                f"warm-up produced {tuple(scores.shape)} scores (finite: "
+                f"{bool(torch.isfinite(scores).all())}), expected {expected}"
+            )
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class EagerRuntime(Runtime):
+    """The PyTorch model, loaded from our safetensors format or a published checkpoint."""
+
+    backend = "eager"
+
+    def __init__(self, path: Path, config_path: Path | None = None, device: str = "auto") -> None:
+        detector, metadata = load_model(path, config_path)
+        super().__init__(metadata)
+        self.device = resolve_device(device)
+        self.detector = detector.to(self.device).eval()
+
+    def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
+        with torch.inference_mode():
+            logits = self.detector(clips.to(self.device), rois.to(self.device))
+            return self.detector.scores(logits).float().cpu()
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device)}
+
+
+class TorchScriptRuntime(Runtime):
+    """A TorchScript export whose ``forward(clips, rois)`` returns ``(logits, scores)``."""
+
+    backend = "torchscript"
+
+    def __init__(self, path: Path, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        extra = {TORCHSCRIPT_METADATA: ""}
+        try:
+            self.module = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
+        except RuntimeError as e:
+            raise RuntimeLoadError(f"{path} is not a loadable TorchScript file: {e}") from e
+        super().__init__(_metadata_from_json(extra[TORCHSCRIPT_METADATA], path))
+        self.module.eval()
+
+    def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
+        with torch.inference_mode():
+            _, scores = self.module(clips.to(self.device), rois.to(self.device))
+            return scores.float().cpu()
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device)}
+
+
+class OnnxRuntime(Runtime):
+    """An ONNX export run by ONNX Runtime (inputs ``clips``, ``rois``; output ``scores``)."""
+
+    backend = "onnx"
+
+    def __init__(
+        self,
+        path: Path,
+        device: str = "auto",
+        providers: list[str] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        chosen = providers or default_onnx_providers(device, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise RuntimeLoadError(f"{path} is not a loadable ONNX model: {e}") from e
+        props = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY in props:
+            metadata = _metadata_from_json(props[METADATA_KEY], path)
+        elif (path.parent / SIDECAR).is_file():
+            metadata = _metadata_from_json((path.parent / SIDECAR).read_text("utf-8"), path)
+        else:
+            raise RuntimeLoadError(
+                f"{path} carries no metadata (ONNX metadata_props {METADATA_KEY!r}) "
+                f"and has no {SIDECAR} next to it"
+            )
+        super().__init__(metadata)
+
+    def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
+        feeds = {
+            "clips": np.ascontiguousarray(clips.numpy(), dtype=np.float32),
+            "rois": np.ascontiguousarray(rois.numpy(), dtype=np.float32),
+        }
+        (scores,) = self.session.run(["scores"], feeds)
+        return torch.from_numpy(scores).float()
+
+    def describe(self) -> dict[str, Any]:
+        return {"providers": self.session.get_providers()}
+
+
+def default_onnx_providers(device: str, available: list[str]) -> list[str]:
+    """TensorRT, CUDA, CPU in that order, those available and allowed by ``device``."""
+    wanted = ["CPUExecutionProvider"]
+    if device != "cpu":
+        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", *wanted]
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise RuntimeLoadError(f"device {device!r} is not usable with ONNX Runtime")
+    if device == "auto" and not _cuda_present():
+        wanted = ["CPUExecutionProvider"]
+    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+
+def _cuda_present() -> bool:
+    return torch.cuda.is_available()
+
+
+def _metadata_from_json(text: str, path: Path) -> ModelMetadata:
+    if not text:
+        raise RuntimeLoadError(f"{path} carries no FBIL metadata")
+    try:
+        return ModelMetadata.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as e:
+        raise RuntimeLoadError(f"{path}: unreadable FBIL metadata: {e}") from e
+
+
+def backend_for(path: Path) -> str:
+    """The runtime a file's suffix (and, for ``.pt``, its content) calls for."""
+    suffix = path.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        return "onnx"
+    if suffix in TORCHSCRIPT_SUFFIXES or _is_torchscript_archive(path):
+        return "torchscript"
+    return "eager"
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """TorchScript files are zip archives with a ``code/`` folder (weights files have none)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any("/code/" in name for name in z.namelist())
+
+
+def load_runtime(
+    path: Path,
+    backend: str = "auto",
+    *,
+    device: str = "auto",
+    config_path: Path | None = None,
+    onnx_providers: list[str] | None = None,
+    num_threads: int | None = None,
+) -> Runtime:
+    """Build the runtime ``backend`` names (``auto``: by the file's suffix)."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    backend = backend_for(path) if backend == "auto" else backend
+    log.info("loading %s with the %s runtime", path, backend)
+    if backend == "onnx":
+        return OnnxRuntime(path, device, onnx_providers, num_threads)
+    if backend == "torchscript":
+        return TorchScriptRuntime(path, device)
+    if backend == "eager":
+        return EagerRuntime(path, config_path, device)
+    raise RuntimeLoadError(f"unknown backend {backend!r} (onnx, torchscript or eager)")

@@ -1,0 +1,170 @@
+"""Request and response documents of the HTTP API (pydantic)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EXAMPLE_REQUEST: dict[str, Any] = {
+    "keyframes": [
+        {
+            "time": 2.0,
+            "boxes": [
+                {"box": [120, 40, 260, 400], "id": "person-1"},
+                {"box": [400, 60, 520, 410], "id": 7},
+            ],
+        }
+    ],
+    "box_format": "pixels",
+    "top_k": 3,
+    "min_score": 0.05,
+    "all_scores": False,
+}
+
+EXAMPLE_RESPONSE: dict[str, Any] = {
+    "model": {"name": "fbil-slowfast", "version": "1.0", "backend": "onnx"},
+    "video": {"width": 720, "height": 528, "fps": 23.976, "duration": 11.26},
+    "keyframes": [
+        {
+            "time": 2.0,
+            "actors": [
+                {
+                    "id": "person-1",
+                    "box": [120, 40, 260, 400],
+                    "actions": [
+                        {"id": 12, "name": "stand", "score": 0.91},
+                        {"id": 80, "name": "watch (a person)", "score": 0.64},
+                        {"id": 17, "name": "carry/hold (an object)", "score": 0.33},
+                    ],
+                },
+                {
+                    "id": 7,
+                    "box": [400, 60, 520, 410],
+                    "actions": [
+                        {"id": 12, "name": "stand", "score": 0.88},
+                        {"id": 79, "name": "talk to (e.g., self, a person, a group)", "score": 0.4},
+                    ],
+                },
+            ],
+        }
+    ],
+    "timing_ms": {"decode": 41.2, "queue": 1.3, "inference": 87.5, "total": 135.0},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BoxIn(_Strict):
+    box: list[int | float] = Field(description="x1, y1, x2, y2 (pixels or 0..1, see box_format)")
+    id: str | int | None = Field(None, description="echoed back; default: the box's index")
+
+
+class KeyframeIn(_Strict):
+    time: float | None = Field(
+        None,
+        description="seconds from the segment start; may be omitted for a single keyframe "
+        "(then the middle of the segment)",
+    )
+    boxes: list[BoxIn] = Field(description="actor boxes on this keyframe")
+
+
+class DetectRequest(_Strict):
+    """The ``request`` form field of ``POST /detect`` (a JSON document)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+
+    keyframes: list[KeyframeIn] = Field(min_length=1)
+    box_format: Literal["pixels", "normalized"] = "pixels"
+    top_k: int = Field(5, ge=0, description="actions listed per actor")
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="actions below are left out")
+    all_scores: bool = Field(False, description="add every class's score, in label order")
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    backend: str
+
+
+class VideoOut(BaseModel):
+    width: int
+    height: int
+    fps: float | None
+    duration: float | None
+
+
+class ActionOut(BaseModel):
+    id: int = Field(description="AVA action id")
+    name: str
+    score: float
+
+
+class ActorOut(BaseModel):
+    id: str | int
+    box: list[int | float] = Field(description="as the caller sent it")
+    actions: list[ActionOut] = Field(description="best first")
+    scores: list[float] | None = Field(
+        None,
+        description="every class's score in label order (only with all_scores)",
+        exclude_if=lambda v: v is None,
+    )
+
+
+class KeyframeOut(BaseModel):
+    time: float
+    actors: list[ActorOut]
+
+
+class Timing(BaseModel):
+    decode: float
+    queue: float
+    inference: float
+    total: float
+
+
+class DetectResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_RESPONSE]})
+
+    model: ModelRef
+    video: VideoOut
+    keyframes: list[KeyframeOut]
+    timing_ms: Timing
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class LabelOut(BaseModel):
+    index: int
+    id: int
+    name: str
+    type: str
+
+
+class ModelCard(BaseModel):
+    """``GET /v1/model``: what is served and how."""
+
+    name: str
+    version: str
+    description: str
+    demo: bool
+    backend: str
+    runtime: dict[str, Any] = Field(description="device or ONNX Runtime providers")
+    labels: list[LabelOut]
+    preprocess: dict[str, Any]
+    limits: dict[str, Any]
+    batching: dict[str, Any]
+
+
+class Status(BaseModel):
+    status: str

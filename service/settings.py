@@ -1,0 +1,113 @@
+"""Service settings: one pydantic-settings class, environment variables prefixed ``FBIL_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .video import VideoLimits
+
+Backend = Literal["auto", "onnx", "torchscript", "eager"]
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """Settings that cannot start the service (message names the ``FBIL_`` variable)."""
+
+
+def default_model_path() -> Path | None:
+    """The model served when ``FBIL_MODEL_PATH`` is unset (none yet: the demo model will be)."""
+    return None
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (``FBIL_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FBIL_", extra="ignore")
+
+    # model and runtime
+    model_path: Path | None = Field(None, description="model file (.safetensors/.onnx/.pt...)")
+    config_path: Path | None = Field(None, description="YAML config for published checkpoints")
+    backend: Backend = Field("auto", description="runtime; auto picks by the file's suffix")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    onnx_providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="ONNX Runtime providers, comma-separated (auto if empty)"
+    )
+    num_threads: int | None = Field(None, ge=1, description="intra-op threads of the runtime")
+
+    # limits (service/video.py VideoLimits) and uploads
+    max_video_bytes: int = Field(200 * MIB, ge=1)
+    max_upload_bytes: int | None = Field(
+        None, ge=1, description="whole request body; default max_video_bytes + 1 MiB"
+    )
+    max_duration_s: float = Field(60.0, gt=0)
+    max_frame_pixels: int = Field(3840 * 2160, ge=1)
+    max_keyframes: int = Field(16, ge=1)
+    max_boxes_per_keyframe: int = Field(32, ge=1)
+
+    # batching and admission
+    max_batch_size: int = Field(8, ge=1, description="clips per runtime call")
+    max_batch_delay_ms: float = Field(5.0, ge=0, description="longest wait to fill a batch")
+    max_queue_size: int = Field(64, ge=1, description="clips waiting for the runtime")
+    max_inflight_requests: int = Field(64, ge=1, description="concurrent /detect requests")
+    decode_workers: int = Field(2, ge=1, description="threads decoding videos")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After of 503 responses")
+
+    # security, server, logs
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="comma-separated; empty disables API keys"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    graceful_shutdown_s: float = Field(30.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+
+    @field_validator("api_keys", "onnx_providers", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.max_queue_size < self.max_keyframes:
+            raise ValueError(
+                f"max_queue_size ({self.max_queue_size}) must hold one request's clips "
+                f"(max_keyframes={self.max_keyframes})"
+            )
+        return self
+
+    @property
+    def upload_limit(self) -> int:
+        """Bytes a request body may have (multipart overhead and the JSON included)."""
+        return self.max_upload_bytes or self.max_video_bytes + MIB
+
+    def video_limits(self) -> VideoLimits:
+        return VideoLimits(
+            max_bytes=self.max_video_bytes,
+            max_duration_s=self.max_duration_s,
+            max_frame_pixels=self.max_frame_pixels,
+            max_keyframes=self.max_keyframes,
+            max_boxes_per_keyframe=self.max_boxes_per_keyframe,
+        )
+
+    def resolved_model_path(self) -> Path:
+        """The model file to serve; :class:`SettingsError` naming the variable otherwise."""
+        path = self.model_path or default_model_path()
+        if path is None:
+            raise SettingsError(
+                "no model to serve: set FBIL_MODEL_PATH to a model file "
+                "(.safetensors, .onnx, .pt/.torchscript or a published checkpoint)"
+            )
+        if not Path(path).is_file():
+            raise SettingsError(f"FBIL_MODEL_PATH={path} is not a file")
+        return Path(path)
+
+    def api_key_values(self) -> list[bytes]:
+        return [k.get_secret_value().encode() for k in self.api_keys]

@@ -1,0 +1,27 @@
+"""The service's shared state, built by the app's lifespan (``app.state.service``)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .batching import Batcher
+from .metrics import Metrics
+from .runtimes import Runtime
+from .settings import Settings
+
+
+@dataclass
+class ServiceState:
+    """What the routes need: settings, metrics, the runtime and its batcher once ready."""
+
+    settings: Settings
+    metrics: Metrics
+    runtime: Runtime | None = None
+    batcher: Batcher | None = None
+    decode_pool: ThreadPoolExecutor | None = None
+    ready: bool = False
+    load_error: str | None = None
+    inflight: int = 0
+    loading: asyncio.Task[None] | None = field(default=None, repr=False)
