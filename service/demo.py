@@ -7,7 +7,9 @@ Usage::
               [--url http://127.0.0.1:8000] [--api-key KEY] [--top-k 3]
 
 ``BOXES.json`` is the ``request`` document of ``POST /detect``. Detections come from a running
-service (``--url``) or from any :data:`Detect` callable passed to :func:`run`. Frames within
+service (``--url``); without it, a private ``fbil-serve`` is started on a free loopback port
+for the run (``--model``, default: the service's default model), so both paths are the same
+HTTP API. Library users can pass any :data:`Detect` callable to :func:`run`. Frames within
 0.5 s of a keyframe show that keyframe's boxes with their top-k actions and scores; the contact
 sheet is a grid of the keyframes' frames with the same drawings.
 """
@@ -15,9 +17,14 @@ sheet is a grid of the keyframes' frames with the same drawings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
+import socket
+import subprocess
 import sys
+import time as clock
 import urllib.error
 import urllib.request
 import uuid
@@ -35,6 +42,7 @@ __all__ = [
     "DetectError",
     "Overlay",
     "http_detector",
+    "local_service",
     "main",
     "overlays",
     "render_contact_sheet",
@@ -234,6 +242,42 @@ def render_contact_sheet(
     return sheet.size
 
 
+@contextlib.contextmanager
+def local_service(model: str | None = None, timeout_s: float = 180.0) -> Iterator[str]:
+    """Run a private ``fbil-serve`` on a free loopback port until the block ends; yields its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, FBIL_HOST="127.0.0.1", FBIL_PORT=str(port), FBIL_LOG_LEVEL="warning")
+    if model:
+        env["FBIL_MODEL_PATH"] = model
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = clock.monotonic() + timeout_s
+        while not _ready(url):
+            if proc.poll() is not None:
+                raise DetectError(f"the local fbil-serve exited with code {proc.returncode}")
+            if clock.monotonic() > deadline:
+                raise DetectError(f"the local fbil-serve was not ready in {timeout_s:.0f} s")
+            clock.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -264,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="annotated video (.mp4)")
     parser.add_argument("--contact-sheet", type=Path, help="PNG grid of the keyframes")
     parser.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--model", help="without --url: model file for the private service")
     parser.add_argument("--api-key", help="sent as 'Authorization: Bearer KEY'")
     parser.add_argument("--top-k", type=int, default=3, help="actions shown per person")
     return parser
@@ -272,13 +317,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """0 on success, 1 when detection fails, 2 for bad arguments or input files."""
     args = build_parser().parse_args(argv)
-    if args.url is None:
-        print(
-            "fbil-demo: error: --url is required: running a model in-process is not available "
-            "yet (start the service with fbil-serve and pass its URL)",
-            file=sys.stderr,
-        )
-        return 2
     try:
         request = json.loads(args.boxes.read_text())
         if not args.video.is_file():
@@ -287,8 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fbil-demo: error: {e}", file=sys.stderr)
         return 2
     try:
-        run(args.video, request, http_detector(args.url, args.api_key), args.out,
-            args.contact_sheet, args.top_k)  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            url = args.url or stack.enter_context(local_service(args.model))
+            run(args.video, request, http_detector(url, args.api_key), args.out,
+                args.contact_sheet, args.top_k)  # fmt: skip
     except DetectError as e:
         print(f"fbil-demo: error: {e}", file=sys.stderr)
         return 1

@@ -354,7 +354,7 @@ def test_env_example_builds_settings_with_the_defaults(monkeypatch: pytest.Monke
     active, commented = env_example_lines()
     assert {"FBIL_API_KEYS", "FBIL_MAX_BATCH_SIZE", "FBIL_MAX_BATCH_DELAY_MS"} <= active.keys()
     assert {"FBIL_MAX_VIDEO_BYTES", "FBIL_MAX_DURATION_S", "FBIL_MAX_KEYFRAMES"} <= active.keys()
-    # an empty FBIL_MODEL_PATH is Path("."), not "unset": the bundled model would not be served
+    # commented out = unset: the bundled model is served
     assert "FBIL_MODEL_PATH" not in active and "FBIL_MODEL_PATH" in commented
     fixed = compose()["services"]["fbil"]["environment"]
     assert not active.keys() & fixed.keys(), "compose's environment would override these"

@@ -144,7 +144,9 @@ def test_service_errors_are_reported(
     assert main(argv) == 1
     assert "422: bad_box: box 0 is empty" in capsys.readouterr().err
     assert main([*argv[:-2], "--url", "http://127.0.0.1:9"]) == 1  # nothing listens there
-    assert main(argv[:-2]) == 2  # no local model runtime yet: --url is required
+    # without --url a private fbil-serve starts; a missing model makes it exit: a clear error
+    assert main([*argv[:-2], "--model", str(tmp_path / "missing.onnx")]) == 1
+    assert "local fbil-serve exited" in capsys.readouterr().err
 
 
 def test_normalized_boxes_are_scaled() -> None:
