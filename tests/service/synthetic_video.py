@@ -1,4 +1,8 @@
-"""Videos encoded in the tests whose frames show their own index as 10 black/white bars."""
+"""Videos encoded in the tests whose frames show their own index as 10 black/white bars.
+
+:func:`colour_index_image` adds colour: its bars take the top half, and the bottom half holds
+pure red, green and blue stripes whose order rotates with the index.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from model.preprocess import PreprocessSpec
 
 WIDTH, HEIGHT = 160, 96  # 10 bars of 16 pixels
 BITS = 10
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
 
 def index_image(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
@@ -26,6 +31,30 @@ def index_image(index: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndar
     return img
 
 
+def colour_index_image(index: int, width: int, height: int) -> np.ndarray:
+    """RGB image: the top half shows ``index`` as bars, the bottom half three colour stripes.
+
+    Bar ``b`` spans columns ``[b * width // BITS, (b + 1) * width // BITS)`` (any width works),
+    stripe ``s`` columns ``[s * width // 3, (s + 1) * width // 3)`` in the colours of
+    :func:`stripe_colours`.
+    """
+    img = np.zeros((height, width, 3), np.uint8)
+    top = height // 2
+    for b in range(BITS):
+        if (index >> b) & 1:
+            img[:top, b * width // BITS : (b + 1) * width // BITS] = 255
+    for s, colour in enumerate(stripe_colours(index)):
+        img[top:, s * width // 3 : (s + 1) * width // 3] = colour
+    return img
+
+
+def stripe_colours(index: int) -> list[tuple[int, int, int]]:
+    """Left-to-right RGB colours of frame ``index``'s stripes: red, green, blue rotated."""
+    colours = [RED, GREEN, BLUE]
+    shift = index % 3
+    return colours[shift:] + colours[:shift]
+
+
 def encode(
     pts: Sequence[int],
     codec: str = "libx264",
@@ -34,15 +63,20 @@ def encode(
     images: Sequence[np.ndarray] | None = None,
     rotation: int | None = None,
     options: dict[str, str] | None = None,
+    pix_fmt: str | None = None,
+    rate: int = 30,
 ) -> bytes:
-    """Encode one frame per ``pts`` (in ``time_base`` ticks); frame ``i`` shows index ``i``."""
+    """Encode one frame per ``pts`` (in ``time_base`` ticks); frame ``i`` shows index ``i``.
+
+    ``pix_fmt`` defaults to 4:2:0 (``yuvj420p`` for mjpeg); ``rate`` is the nominal frame rate.
+    """
     images = images if images is not None else [index_image(i) for i in range(len(pts))]
     height, width = images[0].shape[:2]
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=30, options=options or {})
+        stream = out.add_stream(codec, rate=rate, options=options or {})
         stream.width, stream.height = width, height
-        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        stream.pix_fmt = pix_fmt or ("yuvj420p" if codec == "mjpeg" else "yuv420p")
         stream.time_base = stream.codec_context.time_base = time_base
         if rotation is not None:
             stream.set_display_rotation(rotation)
@@ -54,11 +88,14 @@ def encode(
     return buf.getvalue()
 
 
-def read_indices(clip: torch.Tensor, spec: PreprocessSpec) -> list[int]:
-    """The index each of the clip's ``T`` frames shows (bars read at their centres)."""
+def read_indices(clip: torch.Tensor, spec: PreprocessSpec, rows: slice = slice(None)) -> list[int]:
+    """The index each of the clip's ``T`` frames shows (bars read at their centres).
+
+    ``rows`` limits the reading to the rows holding the bars (the top of a colour frame).
+    """
     mean = torch.tensor(spec.mean).view(3, 1, 1, 1)
     std = torch.tensor(spec.std).view(3, 1, 1, 1)
-    gray = (clip * std + mean).mean(0)  # (T, H, W) in 0..255
+    gray = (clip * std + mean).mean(0)[:, rows]  # (T, H, W) in 0..255
     width = gray.shape[-1]
     centres = [int((b + 0.5) * width / BITS) for b in range(BITS)]
     bits = gray[:, :, centres].mean(1) > 128  # (T, BITS)
