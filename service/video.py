@@ -9,6 +9,11 @@ heights and box coordinates are those of the displayed picture.
 Resizing runs in torch (antialiased bilinear on uint8) after swscale's full-size RGB conversion:
 ``benchmarks/decode.py`` measured it as fast as swscale's own bilinear scaler, and it is the
 reference antialiased filter. Only frames that some sample time picks are ever converted.
+
+Only the video around the keyframes is decoded: keyframes whose windows lie close together
+(``REGROUP_GAP_S``) share one pass and its decoded frames; each such group seeks to the key
+frame before its first sample and decodes up to its last. A group's clips are the same as if
+its keyframes were requested alone.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, NamedTuple, TypeVar
 
 import av
 import numpy as np
@@ -35,6 +40,14 @@ Resizer = Literal["torch", "swscale"]
 
 _TIE = 1e-9  # seconds: sample times this close to half-way between two frames pick the earlier
 _END_SLACK = 1e-3  # seconds a keyframe may lie past the last frame's end
+# Keyframe windows less than this many seconds apart (one's end to the next one's start) are
+# decoded in one pass; a window farther on gets its own pass, which seeks to the key frame
+# before it. Decoding through a gap costs its frames, a seek the frames from that key frame on
+# (up to one key-frame interval), so the threshold sits above the usual 0.5-2 s intervals of
+# camera and web video. With longer intervals a seek may redo up to one interval per group.
+REGROUP_GAP_S = 3.0
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -323,6 +336,14 @@ def resize_rgb(
 # --------------------------------------------------------------------------- sampling
 
 
+def _window(time: float, spec: PreprocessSpec) -> tuple[float, float]:
+    """The times a keyframe's clip covers: its first to last sample time, widened by half the
+    sampling step on each side; some decoded frame must lie inside (else the keyframe fails)."""
+    offsets = spec.sample_offsets()
+    half = spec.frame_interval / spec.base_fps / 2
+    return time + offsets[0] - half, time + offsets[-1] + half
+
+
 class _Sampler:
     """Streams frames in time order and fills every keyframe's clip with the nearest frame.
 
@@ -338,8 +359,7 @@ class _Sampler:
         self.samples = sorted(
             (t + off, k, j) for k, t in enumerate(times) for j, off in enumerate(offsets)
         )
-        half = spec.frame_interval / spec.base_fps / 2
-        self.windows = [(t + offsets[0] - half, t + offsets[-1] + half) for t in times]
+        self.windows = [_window(t, spec) for t in times]
         self.hits = [0] * len(times)
         self.num_frames = spec.num_frames
         self.convert = convert
@@ -414,19 +434,19 @@ def decode_keyframes(
     *,
     resizer: Resizer = "torch",
 ) -> tuple[VideoInfo, list[Keyframe]]:
-    """Clips for keyframes at ``times`` (seconds from the segment start), in one decode pass.
+    """Clips for keyframes at ``times`` (seconds from the segment start), in the given order.
 
-    A time of ``None`` (only as the single keyframe) means the middle of the segment, whose end
-    is found from packet timestamps (a demux-only pass; headers lie about durations).
+    Only the video around the keyframes is decoded: keyframes whose windows lie within
+    :data:`REGROUP_GAP_S` of each other share one pass, and each such group seeks to the key
+    frame before its first sample (see :func:`_groups`). A time of ``None`` (only as the
+    single keyframe) means the middle of the segment, whose end is found from packet
+    timestamps (a demux-only pass; headers lie about durations).
     """
     _check_times(times, limits)
     if times[0] is None:
         times = [_segment_end(source, limits) / 2]
     resolved = [float(t) for t in times]  # type: ignore[arg-type]
-    result = _decode_pass(source, resolved, spec, limits, resizer, seek=True)
-    if result is None:  # the seek landed after the first needed frame: decode from the start
-        result = _decode_pass(source, resolved, spec, limits, resizer, seek=False)
-    return result
+    return _decode(source, resolved, spec, limits, resizer, seek=True, gap_s=REGROUP_GAP_S)
 
 
 def _check_times(times: Sequence[float | None], limits: VideoLimits) -> None:
@@ -477,52 +497,171 @@ def _decode_pass(
     resizer: Resizer,
     *,
     seek: bool,
-) -> tuple[VideoInfo, list[Keyframe]] | None:
-    """Decode from the earliest needed time to the latest; ``None`` if seeking overshot."""
-    convert = _Converter(spec, resizer)
-    sampler = _Sampler(times, spec, convert)
+) -> tuple[VideoInfo, list[Keyframe]]:
+    """All ``times`` in a single pass, however far apart: from the key frame before the
+    earliest sample (``seek``) or from the start, to the latest sample."""
+    return _decode(source, times, spec, limits, resizer, seek=seek, gap_s=math.inf)
+
+
+def _groups(windows: Sequence[tuple[float, float]], gap_s: float) -> list[list[int]]:
+    """Keyframe indices grouped into decode passes; groups in time order.
+
+    Windows sorted by start join the group before them when they start less than ``gap_s``
+    after its end (overlapping windows always do); a window farther away starts a new group.
+    """
+    groups: list[list[int]] = []
+    end = -math.inf
+    for k in sorted(range(len(windows)), key=windows.__getitem__):
+        start, stop = windows[k]
+        if groups and start - end < gap_s:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+        end = max(end, stop)
+    return groups
+
+
+def _decode(
+    source: Source,
+    times: list[float],
+    spec: PreprocessSpec,
+    limits: VideoLimits,
+    resizer: Resizer,
+    *,
+    seek: bool,
+    gap_s: float,
+) -> tuple[VideoInfo, list[Keyframe]]:
+    """Decode ``times`` in groups (:func:`_groups` with ``gap_s``), one pass per group.
+
+    Passes run in time order in one container, each seeking (``seek``) to its group's first
+    sample. Without seeking, or when the stream declares no start time to seek from, a single
+    group decodes from the start. Errors come as from one pass over the whole request: limits
+    as frames decode, keyframes past the segment's end, then windows without a frame.
+    """
+    convert = _Converter(spec, resizer)  # shared: all clips take the first converted frame's size
+    windows = [_window(t, spec) for t in times]
     with _open(source, limits) as (container, stream):
         _check_header(container, stream, limits)
-        tb, origin = stream.time_base, stream.start_time
-        seeked = seek and origin is not None and sampler.earliest > 0
-        if seeked:
-            target = origin + int(sampler.earliest / tb)
-            try:
-                container.seek(target, stream=stream, backward=True, any_frame=False)
-            except av.FFmpegError:
-                seeked = False
-        display = None
-        last: tuple[float, av.VideoFrame] | None = None
-        frames = _timestamped(_decoded_frames(container, stream), _frame_step(stream))
-        for ts, frame in frames:
-            if origin is None:
-                origin = ts
-            time = float((ts - origin) * tb)
-            if seeked and last is None and time > max(sampler.earliest, 0):
-                return None
-            _check_pixels(frame.width, frame.height, limits, "decoded")
-            if time > limits.max_duration_s:
-                raise VideoTooLargeError(
-                    f"video has frames at {time:.2f} s, the limit is {limits.max_duration_s} s"
-                )
-            display = display or _display_size(frame)
-            sampler.push(time, frame)
-            last = (time, frame)
-            if sampler.done:
-                break
-        else:
-            sampler.finish()
-            _check_in_segment(times, last, container, stream)
+        seek = seek and stream.start_time is not None  # seek targets are start-relative
+        groups = _groups(windows, gap_s if seek else math.inf)
+        samplers = [_Sampler([times[k] for k in group], spec, convert) for group in groups]
+        passes: list[_Fed] = []
+        latest: tuple[float, av.VideoFrame] | None = None  # the last frame decoded so far
+        for sampler in samplers:
+            fed = _decode_group(source, container, stream, sampler, limits, seek=seek)
+            latest = fed.last or latest
+            if fed.ended:  # the stream's end is known: check the whole request against it
+                _check_in_segment(times, latest, container, stream)
+            passes.append(fed)
         fps, header_duration = _fps(stream), _header_duration(container, stream)
-    if last is None or display is None:
+    display = next((fed.display for fed in passes if fed.display is not None), None)
+    if display is None:
         raise UndecodableVideoError("no frame of the video could be decoded")
-    _check_windows(sampler)
+    _check_windows(times, windows, _in_caller_order(groups, [s.hits for s in samplers]))
+    clips = _in_caller_order(groups, [s.clips for s in samplers])
+    picked = _in_caller_order(groups, [s.picked for s in samplers])
     info = VideoInfo(display[0], display[1], fps, header_duration)
     keyframes = [
-        Keyframe(t, clip, tuple(picked))
-        for t, clip, picked in zip(times, sampler.clips, sampler.picked, strict=True)
+        Keyframe(t, clip, tuple(frame_times))
+        for t, clip, frame_times in zip(times, clips, picked, strict=True)
     ]
     return info, keyframes
+
+
+class _Fed(NamedTuple):
+    """One pass: the displayed size of its first decoded frame and its last ``(time, frame)``
+    (both ``None`` if nothing decoded), and whether it ran to the end of the stream."""
+
+    display: tuple[int, int] | None
+    last: tuple[float, av.VideoFrame] | None
+    ended: bool
+
+
+class _SeekedTooFar(Exception):
+    """After seeking, the first decoded frame came after the earliest sample time."""
+
+
+def _decode_group(
+    source: Source,
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    sampler: _Sampler,
+    limits: VideoLimits,
+    *,
+    seek: bool,
+) -> _Fed:
+    """Feed one group's sampler from the key frame before its earliest sample.
+
+    Without ``seek``, or when no sample lies after 0 s, decode from where ``container`` is,
+    which must then be its start. If seeking fails or lands after the earliest sample, the
+    group decodes from the start in a fresh container.
+    """
+    if not (seek and sampler.earliest > 0):
+        return _feed(container, stream, sampler, limits, seeked=False)
+    try:
+        if _seek(container, stream, sampler.earliest):
+            return _feed(container, stream, sampler, limits, seeked=True)
+    except _SeekedTooFar:
+        pass
+    with _open(source, limits) as (fresh, fresh_stream):
+        _check_header(fresh, fresh_stream, limits)
+        return _feed(fresh, fresh_stream, sampler, limits, seeked=False)
+
+
+def _seek(container: av.container.InputContainer, stream: av.VideoStream, time: float) -> bool:
+    """Seek to the key frame at or before ``time`` (seconds from the declared start)."""
+    target = stream.start_time + int(time / stream.time_base)
+    try:
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+    except av.FFmpegError:
+        return False
+    return True
+
+
+def _feed(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    sampler: _Sampler,
+    limits: VideoLimits,
+    *,
+    seeked: bool,
+) -> _Fed:
+    """Decode from the current position until ``sampler`` is done or the stream ends.
+
+    Every decoded frame is checked against the limits. At the end of the stream the remaining
+    sample times repeat its last frame. Raises :class:`_SeekedTooFar`, before anything is fed,
+    when ``seeked`` and the first frame comes after the earliest sample.
+    """
+    tb, origin = stream.time_base, stream.start_time
+    display: tuple[int, int] | None = None
+    last: tuple[float, av.VideoFrame] | None = None
+    for ts, frame in _timestamped(_decoded_frames(container, stream), _frame_step(stream)):
+        if origin is None:
+            origin = ts
+        time = float((ts - origin) * tb)
+        if seeked and last is None and time > sampler.earliest:
+            raise _SeekedTooFar
+        _check_pixels(frame.width, frame.height, limits, "decoded")
+        if time > limits.max_duration_s:
+            raise VideoTooLargeError(
+                f"video has frames at {time:.2f} s, the limit is {limits.max_duration_s} s"
+            )
+        display = display or _display_size(frame)
+        sampler.push(time, frame)
+        last = (time, frame)
+        if sampler.done:
+            return _Fed(display, last, ended=False)
+    sampler.finish()
+    return _Fed(display, last, ended=True)
+
+
+def _in_caller_order(groups: list[list[int]], per_group: Sequence[Sequence[_T]]) -> list[_T]:
+    """Values listed group by group (each in its group's order) back in the keyframes' order."""
+    out: list[_T | None] = [None] * sum(map(len, groups))
+    for group, values in zip(groups, per_group, strict=True):
+        for k, value in zip(group, values, strict=True):
+            out[k] = value
+    return out  # type: ignore[return-value]
 
 
 def _check_in_segment(times, last, container, stream: av.VideoStream) -> None:
@@ -539,9 +678,12 @@ def _check_in_segment(times, last, container, stream: av.VideoStream) -> None:
             )
 
 
-def _check_windows(sampler: _Sampler) -> None:
-    for t, hits, (lo, hi) in zip(sampler.times, sampler.hits, sampler.windows, strict=True):
-        if not hits:
+def _check_windows(
+    times: Sequence[float], windows: Sequence[tuple[float, float]], hits: Sequence[int]
+) -> None:
+    """Every keyframe's window must hold a decoded frame (checked in the caller's order)."""
+    for t, (lo, hi), count in zip(times, windows, hits, strict=True):
+        if not count:
             raise UndecodableVideoError(
                 f"no decodable frame between {lo:.3f} s and {hi:.3f} s for keyframe {t} s"
             )
