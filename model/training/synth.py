@@ -62,6 +62,9 @@ __all__ = [
 ]
 
 WIDTH, HEIGHT, FPS = 320, 240, 30
+# radius of a carried object, as a fraction of the person's height: large enough that a tiny model
+# sees it at a 128-pixel short side (at 0.075 carry/hold was the class it missed most)
+CARRIED_OBJECT_RADIUS = 0.13
 BEND, FALL, JUMP, RUN, STAND, WALK = 1, 5, 7, 10, 12, 14
 CARRY, FIGHT, SHAKE, HUG, WATCH = 17, 64, 68, 70, 80
 POSES = (STAND, WALK, RUN, JUMP, FALL, BEND)
@@ -257,7 +260,7 @@ def _background(rng: np.random.Generator, object_colour: Rgb) -> np.ndarray:
     out = np.clip(img, 0, 255).astype(np.uint8)
     for _ in range(int(rng.integers(3))):
         centre = (rng.uniform(20, WIDTH - 20), rng.uniform(0.5 * HEIGHT, HEIGHT - 10))
-        _draw(out, [(centre, centre, rng.uniform(4, 7), object_colour)])
+        _draw(out, [(centre, centre, rng.uniform(7, 12), object_colour)])
     return out
 
 
@@ -492,7 +495,7 @@ def _frames(
             capsules, hand = _person(scene.actors[i], tracks[i], f)
             drawn[i] = _draw(img, capsules, box=f in keyframes)
             if scene.actors[i].carry:
-                size = 0.075 * scene.actors[i].height
+                size = CARRIED_OBJECT_RADIUS * scene.actors[i].height
                 _draw(img, [(hand, hand, size, scene.object_colour)])
         if f in keyframes:
             boxes[keyframes[f]] = drawn
