@@ -67,6 +67,8 @@ async def _load(state: ServiceState) -> None:
     state.ready = True
     meta = runtime.metadata
     log.info("ready: %s %s on %s %s", meta.name, meta.version, runtime.backend, runtime.describe())
+    if meta.demo:
+        log.warning("serving a DEMO model, not a trained AVA model: %s", meta.description)
 
 
 @asynccontextmanager

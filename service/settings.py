@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,9 +19,14 @@ class SettingsError(ValueError):
     """Settings that cannot start the service (message names the ``FBIL_`` variable)."""
 
 
+DEMO_MODEL = "data/demo/model.onnx"
+
+
 def default_model_path() -> Path | None:
-    """The model served when ``FBIL_MODEL_PATH`` is unset (none yet: the demo model will be)."""
-    return None
+    """The model served when ``FBIL_MODEL_PATH`` is unset: the bundled demo model (trained on
+    synthetic data only; see configs/demo_synth.yaml), if this installation has it."""
+    path = Path(str(resources.files("model").joinpath(DEMO_MODEL)))
+    return path if path.is_file() else None
 
 
 class Settings(BaseSettings):
@@ -66,6 +72,11 @@ class Settings(BaseSettings):
     graceful_shutdown_s: float = Field(30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
+
+    @field_validator("model_path", "config_path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_keys", "onnx_providers", mode="before")
     @classmethod

@@ -31,6 +31,7 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 def test_no_model_is_a_clear_startup_error(monkeypatch, capsys):
     monkeypatch.delenv("FBIL_MODEL_PATH", raising=False)
+    monkeypatch.setattr("service.settings.default_model_path", lambda: None)  # no demo model
     with pytest.raises(SettingsError, match="FBIL_MODEL_PATH"):
         create_app(Settings())
     assert main([]) == 2
@@ -42,3 +43,15 @@ def test_no_model_is_a_clear_startup_error(monkeypatch, capsys):
 def test_queue_must_hold_one_request():
     with pytest.raises(ValidationError, match="max_queue_size"):
         Settings(max_queue_size=4, max_keyframes=8)
+
+
+def test_default_model_is_the_bundled_demo(monkeypatch):
+    monkeypatch.delenv("FBIL_MODEL_PATH", raising=False)
+    path = Settings().resolved_model_path()
+    assert path.name == "model.onnx" and path.parent.name == "demo"
+    assert (path.parent / "model.json").is_file()
+
+
+def test_empty_model_path_means_unset(monkeypatch):
+    monkeypatch.setenv("FBIL_MODEL_PATH", "")
+    assert Settings().model_path is None
