@@ -26,22 +26,16 @@ import httpx
 import torch
 
 from model import ModelMetadata, build_detector, save_model
-from model.config import BackboneConfig, FBILConfig, HeadConfig
+from model.config import FBILConfig
 from model.preprocess import PreprocessSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "videos" / "Megamind.avi"
-SMALL = FBILConfig(
-    backbone=BackboneConfig(layers=(1, 1, 1, 1), width=32),
-    head=HeadConfig(
-        in_channels=32 * 32 + int(32 * 8 * 0.125) * 4,
-        reduce_dim=64,
-        num_heads=4,
-        encoder_depth=1,
-        fg_depth=1,
-        bg_depth=1,
-        ffn_dim=128,
-    ),
+SMALL = FBILConfig.tiny(
+    width=32,
+    reduce_dim=64,
+    num_heads=4,
+    ffn_dim=128,
     preprocess=PreprocessSpec(num_frames=16, frame_interval=2, short_side=128),
 )
 

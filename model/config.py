@@ -131,6 +131,31 @@ class FBILConfig:
                 f"{self.backbone.fast_channels})"
             )
 
+    @classmethod
+    def tiny(
+        cls,
+        width: int = 8,
+        reduce_dim: int = 16,
+        num_heads: int = 2,
+        ffn_dim: int = 32,
+        preprocess: PreprocessSpec | None = None,
+        **head: Any,
+    ) -> FBILConfig:
+        """A small model for tests and demos: one block a stage, depth-1 head branches, the
+        head's input width derived from the backbone. ``head`` overrides other head fields."""
+        backbone = BackboneConfig(layers=(1, 1, 1, 1), width=width)
+        head_cfg = HeadConfig(
+            in_channels=backbone.slow_channels + backbone.fast_channels,
+            reduce_dim=reduce_dim,
+            num_heads=num_heads,
+            encoder_depth=1,
+            fg_depth=1,
+            bg_depth=1,
+            ffn_dim=ffn_dim,
+            **head,
+        )
+        return cls(backbone=backbone, head=head_cfg, preprocess=preprocess or PreprocessSpec())
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (the format embedded in our checkpoints)."""
         d = asdict(self)

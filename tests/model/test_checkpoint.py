@@ -14,18 +14,7 @@ from model.checkpoint import CheckpointError, read_metadata, remap_keys
 
 
 def tiny_config() -> model.FBILConfig:
-    return model.FBILConfig(
-        backbone=model.config.BackboneConfig(layers=(1, 1, 1, 1), width=8),
-        head=model.config.HeadConfig(
-            in_channels=288,
-            reduce_dim=16,
-            num_heads=2,
-            encoder_depth=1,
-            fg_depth=1,
-            bg_depth=1,
-            ffn_dim=32,
-        ),
-    )
+    return model.FBILConfig.tiny()
 
 
 def test_remap_table():

@@ -99,19 +99,7 @@ def test_training_drop_fractions_are_exact_and_random():
 def test_training_mode_head_draws_random_masks_eval_is_deterministic():
     import model
 
-    config = model.FBILConfig(
-        backbone=model.config.BackboneConfig(layers=(1, 1, 1, 1), width=8),
-        head=model.config.HeadConfig(
-            in_channels=288,
-            reduce_dim=16,
-            num_heads=2,
-            encoder_depth=1,
-            fg_depth=1,
-            bg_depth=1,
-            ffn_dim=32,
-            attn_dropout=0.0,
-        ),
-    )
+    config = model.FBILConfig.tiny(attn_dropout=0.0)
     det = model.build_detector(config)
     clips = torch.randn(1, 3, 8, 64, 64)
     rois = torch.tensor([[0, 0.2, 0.2, 0.6, 0.8]])

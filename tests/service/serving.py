@@ -13,24 +13,14 @@ from typing import Any
 import httpx
 
 from model import FBILDetector, ModelMetadata
-from model.config import BackboneConfig, FBILConfig, HeadConfig
+from model.config import FBILConfig
 from model.preprocess import PreprocessSpec
 from service.app import create_app
 from service.settings import Settings
 from service.state import ServiceState
 
-TINY_CONFIG = FBILConfig(
-    backbone=BackboneConfig(layers=(1, 1, 1, 1), width=8),
-    head=HeadConfig(
-        in_channels=288,
-        reduce_dim=16,
-        num_heads=2,
-        encoder_depth=1,
-        fg_depth=1,
-        bg_depth=1,
-        ffn_dim=32,
-    ),
-    preprocess=PreprocessSpec(num_frames=8, frame_interval=2, short_side=64),
+TINY_CONFIG = FBILConfig.tiny(
+    preprocess=PreprocessSpec(num_frames=8, frame_interval=2, short_side=64)
 )
 
 
