@@ -233,3 +233,32 @@ def test_changes_are_excluded_keyframes(tmp_path: Path) -> None:
             changes = any(p["poses_per_second"][t - 1] != p["poses_per_second"][t]
                           for p in video["people"])  # fmt: skip
             assert changes == (image_key(video_id, t) in excluded)
+
+
+def test_contact_pairs_are_labelled_consistently(tmp_path: Path) -> None:
+    """Both partners carry the contact class at every keyframe; hugging partners (bodies
+    0.24 heights apart) do not count as watching each other, hand-shake and fight partners
+    (facing each other, >= 0.56 apart) always do: no label flips with the pump or punch."""
+    data = generate(tmp_path, seed=11, num_videos=33, seconds_per_video=5, val_fraction=0)
+    plan = json.loads(data.metadata.read_text())
+    labels = {
+        (f.key.video_id, f.key.timestamp, p.person_id): set(p.action_ids)
+        for f in _frames(data)
+        for p in f.persons
+    }
+    seen = defaultdict(int)
+    for video_id, video in plan["videos"].items():
+        for person_id, person in enumerate(video["people"]):
+            kind = person["interaction"]
+            if kind is None:
+                continue
+            for t in set(video["keyframes"]) - set(video["excluded"]):
+                actions = labels[(video_id, t, person_id)]
+                assert kind in actions and 12 in actions
+                if kind != 70:
+                    assert 80 in actions, (video_id, t, person_id, actions)
+                elif len(video["people"]) == 2:  # nobody else to watch
+                    assert 80 not in actions, (video_id, t, person_id, actions)
+                    seen["hug alone"] += 1
+                seen[kind] += 1
+    assert set(seen) == {64, 68, 70, "hug alone"}
