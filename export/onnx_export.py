@@ -76,6 +76,7 @@ def export_onnx(
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
+    _strip_debug_metadata(proto)
     doc = {**metadata.to_dict(), **(extra_metadata or {})}
     props = {METADATA_KEY: json.dumps(doc), "name": metadata.name, "version": metadata.version}
     for key, value in props.items():
@@ -84,6 +85,20 @@ def export_onnx(
     proto.producer_name = "fbil-export"
     onnx.save_model(proto, str(path))
     return path
+
+
+def _strip_debug_metadata(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node debug records (FX node text, module scopes, stack traces
+    with this machine's absolute source paths): the same weights then export to the same bytes
+    wherever the repository is checked out, and the artifact leaks no local paths."""
+    graphs = [proto.graph, *(f for f in proto.functions)]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            del node.metadata_props[:]
+            for attr in node.attribute:
+                graphs += [attr.g] if attr.HasField("g") else []
+                graphs += list(attr.graphs)
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:

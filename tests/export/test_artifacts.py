@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,12 @@ def test_torchscript_runs_without_this_repo(parity_artifacts, stored, reference)
     subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd="/")
     logits = torch.load(out, weights_only=True)
     assert (logits - outputs["logits"]).abs().max() < TOL
+
+
+def test_artifacts_carry_no_build_machine_paths(parity_artifacts):
+    """No absolute path of this checkout (the exporter's per-node stack traces) in the ONNX
+    file: exports are reproducible across machines and leak nothing local."""
+    checkout = str(Path(model.__file__).resolve().parents[1]).encode()
+    data = (parity_artifacts / "model.onnx").read_bytes()
+    assert checkout not in data
+    assert b"pkg.torch.onnx.stack_trace" not in data
