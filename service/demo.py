@@ -143,18 +143,54 @@ def overlays(
     return out
 
 
+Rect = tuple[float, float, float, float]
+
+
+def _overlap(a: Rect, b: Rect) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def label_positions(
+    boxes: Sequence[Rect], sizes: Sequence[tuple[float, float]], width: int, height: int
+) -> list[tuple[float, float]]:
+    """Top-left corners of the label boxes ``sizes[i] = (w, h)`` of ``boxes``, in order: each
+    goes above its box, else below, right, left or inside the top, shifted into the image;
+    the first place that covers no earlier label (nor another person's box) wins, else the one
+    covering least."""
+    placed: list[Rect] = []
+    out = []
+    for i, ((x1, y1, x2, y2), (w, h)) in enumerate(zip(boxes, sizes, strict=True)):
+        others = [b for j, b in enumerate(boxes) if j != i]
+        best: tuple[float, float, float] | None = None
+        for cx, cy in ((x1, y1 - h), (x1, y2), (x2, y1), (x1 - w, y1), (x1, y1)):
+            x = min(max(cx, 0.0), max(width - w, 0.0))
+            y = min(max(cy, 0.0), max(height - h, 0.0))
+            rect = (x, y, x + w, y + h)
+            cost = 4 * sum(_overlap(rect, p) for p in placed)
+            cost += sum(_overlap(rect, b) for b in others)
+            if best is None or cost < best[0]:
+                best = (cost, x, y)
+            if cost == 0:
+                break
+        assert best is not None
+        out.append((best[1], best[2]))
+        placed.append((best[1], best[2], best[1] + w, best[2] + h))
+    return out
+
+
 def _draw(img: Image.Image, overlay: Overlay) -> None:
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    for i, (box, lines) in enumerate(zip(overlay.boxes, overlay.labels, strict=True)):
-        colour = PALETTE[i % len(PALETTE)]
-        draw.rectangle(box, outline=colour, width=LINE)
-        text = "\n".join(lines)
-        left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font)
-        w, h = right - left + 4, bottom - top + 4
-        x = min(max(box[0], 0), max(img.width - w, 0))
-        y = box[1] - h if box[1] - h >= 0 else box[1] + LINE  # above the box, else inside
-        draw.rectangle((x, y, x + w, y + h), fill=colour)
+    texts = ["\n".join(lines) for lines in overlay.labels]
+    bboxes = [draw.multiline_textbbox((0, 0), text, font=font) for text in texts]
+    sizes = [(r - l + 4, b - t + 4) for l, t, r, b in bboxes]  # noqa: E741
+    places = label_positions(overlay.boxes, sizes, img.width, img.height)
+    for i, box in enumerate(overlay.boxes):
+        draw.rectangle(box, outline=PALETTE[i % len(PALETTE)], width=LINE)
+    for i, (text, (left, top, _, _), (w, h), (x, y)) in enumerate(
+        zip(texts, bboxes, sizes, places, strict=True)
+    ):
+        draw.rectangle((x, y, x + w, y + h), fill=PALETTE[i % len(PALETTE)])
         draw.multiline_text((x + 2 - left, y + 2 - top), text, fill=(0, 0, 0), font=font)
 
 

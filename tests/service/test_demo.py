@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from synthetic_video import encode
 
-from service.demo import PALETTE, main, overlays
+from service.demo import PALETTE, label_positions, main, overlays
 
 W, H, FRAMES = 160, 128, 60  # 2 s at 30 fps
 GREY = 128
@@ -155,3 +155,25 @@ def test_normalized_boxes_are_scaled() -> None:
     (overlay,) = overlays(response, "normalized", W, H, top_k=1)
     assert overlay.boxes == ((40.0, 64.0, 120.0, 128.0),)
     assert overlay.labels == (("#p1", "stand 0.91"),)
+
+
+def test_labels_of_neighbours_do_not_cover_each_other() -> None:
+    """The README clip: two people side by side, one lying, one bowing (320x240), with
+    labels of 4 lines; every label stays in the frame and none covers another."""
+    boxes = [(77, 115, 104, 175), (56, 114, 83, 174), (107, 108, 202, 166), (227, 64, 249, 152)]
+    sizes = [(130.0, 50.0)] * 4
+    places = label_positions(boxes, sizes, 320, 240)
+    rects = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(places, sizes, strict=True)]
+    for i, (x1, y1, x2, y2) in enumerate(rects):
+        assert x1 >= 0 and y1 >= 0 and x2 <= 320 and y2 <= 240
+        for a1, b1, a2, b2 in rects[i + 1 :]:
+            assert min(x2, a2) <= max(x1, a1) or min(y2, b2) <= max(y1, b1), (rects, i)
+
+
+def test_a_lone_label_sits_above_its_box() -> None:
+    assert label_positions([(100, 120, 140, 200)], [(60.0, 30.0)], 320, 240) == [(100, 90)]
+    # no room above: shifted into the frame, over the top of its own box
+    assert label_positions([(100, 10, 140, 200)], [(60.0, 30.0)], 320, 240) == [(100, 0)]
+    # ... unless that covers another person: then below
+    two = label_positions([(100, 10, 140, 200), (90, 0, 170, 40)], [(60.0, 30.0)] * 2, 320, 240)
+    assert two[0] == (100, 200)
