@@ -489,20 +489,6 @@ def _segment_end(source: Source, limits: VideoLimits) -> float:
     return seconds
 
 
-def _decode_pass(
-    source: Source,
-    times: list[float],
-    spec: PreprocessSpec,
-    limits: VideoLimits,
-    resizer: Resizer,
-    *,
-    seek: bool,
-) -> tuple[VideoInfo, list[Keyframe]]:
-    """All ``times`` in a single pass, however far apart: from the key frame before the
-    earliest sample (``seek``) or from the start, to the latest sample."""
-    return _decode(source, times, spec, limits, resizer, seek=seek, gap_s=math.inf)
-
-
 def _groups(windows: Sequence[tuple[float, float]], gap_s: float) -> list[list[int]]:
     """Keyframe indices grouped into decode passes; groups in time order.
 

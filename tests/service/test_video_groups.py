@@ -1,12 +1,13 @@
 """Far-apart keyframes decode in separate seeking passes, close ones share a pass (video.py).
 
 Grouping must not change a single result: every keyframe's clip is the one a single pass over
-the whole request gives (``video._decode_pass``, the behaviour before grouping) and the one it
+the whole request gives (:func:`_single_pass`, the behaviour before grouping) and the one it
 gets when requested alone; only the number of decoded frames drops.
 """
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import pytest
@@ -30,6 +31,15 @@ LONG = VideoLimits(max_duration_s=120.0)  # vtest.avi lasts 79.5 s
 MS = Fraction(1, 1000)
 FPS = 10
 GOP = 10  # frames between key frames of the long synthetic video
+
+
+def _single_pass(
+    source: video.Source, times: list[float], limits: VideoLimits, *, seek: bool
+) -> tuple[video.VideoInfo, list[video.Keyframe]]:
+    """All ``times`` in one decode pass, however far apart (no grouping)."""
+    return video._decode(source, times, SPEC, limits, "torch", seek=seek, gap_s=math.inf)
+
+
 # 30 s: three groups, given out of order. 0.0 and 29.9 exercise the edges (samples before the
 # first frame and after the last); 3.0 and 3.5 overlap; 29.9 lies 0.77 s after 27.0's window.
 TIMES = [27.0, 3.5, 15.0, 0.0, 29.9, 3.0]
@@ -127,7 +137,7 @@ def test_far_keyframes_decode_only_around_their_windows(long_video, monkeypatch)
     assert round(span * FPS) + 1 == 30 * FPS  # a single pass would have decoded everything
     # the same clips as one pass over the whole request (the behaviour before grouping)
     passes.clear()
-    single_info, single = video._decode_pass(data, TIMES, SPEC, LIMITS, "torch", seek=False)
+    single_info, single = _single_pass(data, TIMES, LIMITS, seek=False)
     assert len(passes) == 1
     assert single_info == info
     _assert_same(keyframes, single)
@@ -162,7 +172,7 @@ def test_frames_around_holes_between_groups(holey_video, monkeypatch) -> None:
     assert ten.frame_times[0] == pytest.approx(8.8)  # before its window, from its seek
     assert ten.frame_times[-1] == pytest.approx(11.0)
     assert end.frame_times[-10:] == (pytest.approx(20.0),) * 10
-    _, single = video._decode_pass(data, times, SPEC, LIMITS, "torch", seek=True)
+    _, single = _single_pass(data, times, LIMITS, seek=True)
     _assert_same(keyframes, single)
 
 
@@ -185,7 +195,7 @@ def test_errors_in_later_groups(holey_video, times, error, message: str) -> None
     with pytest.raises(error, match=message) as grouped:
         decode_keyframes(data, times, SPEC, LIMITS)
     with pytest.raises(VideoError) as single:
-        video._decode_pass(data, times, SPEC, LIMITS, "torch", seek=True)
+        _single_pass(data, times, LIMITS, seek=True)
     assert (type(grouped.value), str(grouped.value)) == (type(single.value), str(single.value))
 
 
@@ -203,7 +213,7 @@ def test_vtest_mixed_request_matches_single_pass_and_alone(test_videos, monkeypa
     assert len(passes) == 3
     # from the key frames at 0, 25 and 50 s to each group's last sample (13, 42.5, 71 s)
     assert len(decoded) <= 131 + 176 + 211 + 3 < 711
-    single_info, single = video._decode_pass(path, times, SPEC, LONG, "torch", seek=True)
+    single_info, single = _single_pass(path, times, LONG, seek=True)
     assert single_info == info
     _assert_same(keyframes, single)
     for t, kf in zip(times, keyframes, strict=True):
