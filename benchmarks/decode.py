@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.baseline import nearest_clips  # noqa: E402
 from model.preprocess import PreprocessSpec  # noqa: E402
 from service.video import VideoLimits, _Converter, decode_keyframes, resize_rgb  # noqa: E402
 
@@ -37,13 +38,7 @@ def naive(path: Path, times: list[float], spec: PreprocessSpec) -> list[torch.Te
         stream = container.streams.video[0]
         frames = [(float(f.time), convert(f)) for f in container.decode(stream)]
     frames.sort(key=lambda item: item[0])
-    clips = []
-    for t in times:
-        picks = [
-            min(frames, key=lambda f, s=t + off: abs(f[0] - s))[1] for off in spec.sample_offsets()
-        ]
-        clips.append(torch.stack(picks, dim=1))
-    return clips
+    return nearest_clips(frames, times, spec)
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:

@@ -42,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.baseline import nearest_clips  # noqa: E402
 from model.preprocess import PreprocessSpec  # noqa: E402
 from service import video  # noqa: E402
 
@@ -109,13 +110,7 @@ def naive(data: bytes, times: list[float]) -> list[torch.Tensor]:
         origin = stream.start_time or 0
         for frame in video._decoded_frames(container, stream):
             frames.append((float((frame.pts - origin) * stream.time_base), convert(frame)))
-    clips = []
-    for t in times:
-        picks = [
-            min(frames, key=lambda f, s=t + off: abs(f[0] - s))[1] for off in SPEC.sample_offsets()
-        ]
-        clips.append(torch.stack(picks, dim=1))
-    return clips
+    return nearest_clips(frames, times, SPEC)
 
 
 def no_seek(data: bytes, times: list[float]) -> list[torch.Tensor]:
