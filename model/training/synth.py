@@ -22,7 +22,6 @@ separable:
 * bend/bow (1): the upper body bows over the hip (60-85 degrees), legs stay upright;
 * carry/hold (17): an object held in front of the body with both arms, moving with the person
   (same objects lie about elsewhere, static); see :data:`CARRIED_OBJECT_RADIUS`;
-  elsewhere, static);
 * hand shake (68), hug (70), fight/hit (64): two standing people facing each other, hands
   meeting and pumping (1.6 Hz, so that 4-frame sampling at 30 fps resolves it) / torsos
   touching with arms around / punching alternately, leaning in, the one hit pushed back;
@@ -70,7 +69,8 @@ GOP = 15  # frames between key frames: a keyframe window never decodes from far 
 # body, inside the person's box. carry/hold is still the demo model's weakest class (AP 0.59;
 # 0.54 with the object at the hand of one arm, 0.54 with radius 0.2): see README, The demo model
 CARRIED_OBJECT_RADIUS = 0.15
-CARRY_ARMS = {"profile": 1.15, "front": 0.5}  # both arms forward / inward (radians)
+# arm angles of a carrier (radians): in profile both forward; facing the camera both inwards
+CARRY_ARMS_PROFILE, CARRY_ARMS_FRONT = (1.15, 1.15), (-0.5, 0.5)
 BEND, FALL, JUMP, RUN, STAND, WALK = 1, 5, 7, 10, 12, 14
 CARRY, FIGHT, SHAKE, HUG, WATCH = 17, 64, 68, 70, 80
 POSES = (STAND, WALK, RUN, JUMP, FALL, BEND)
@@ -391,11 +391,10 @@ def _pose(actor: Actor, pose: int, t: float) -> Pose:
     else:
         out = Pose()
     if actor.interaction is not None:
-        lean = FIGHT_LEAN * _punch(actor, t) if actor.interaction == FIGHT else 0.0
+        lean = FIGHT_LEAN * _punch(t, actor.role) if actor.interaction == FIGHT else 0.0
         out = Pose(out.legs, *_interaction_arms(actor, t), lift=out.lift, lean=lean)
     if actor.carry:
-        a = CARRY_ARMS["profile"] if actor.facing else CARRY_ARMS["front"]
-        arms = (a, a) if actor.facing else (-a, a)  # facing the camera: both hands inwards
+        arms = CARRY_ARMS_PROFILE if actor.facing else CARRY_ARMS_FRONT
         out = Pose(out.legs, arms, 1.0, out.lift, out.lean, out.bow)
     return out
 
@@ -406,12 +405,11 @@ def _interaction_arms(actor: Actor, t: float) -> tuple[tuple[float, float], floa
         return (1.25 + 0.4 * math.sin(2 * math.pi * SHAKE_HZ * t), 0.1), 1.0
     if actor.interaction == HUG:
         return (1.57, 1.45), 1.0
-    return (1.57, 1.2), 0.45 + 0.75 * _punch(actor, t)
+    return (1.57, 1.2), 0.45 + 0.75 * _punch(t, actor.role)
 
 
-def _punch(actor: Actor, t: float, role: int | None = None) -> float:
-    """0..1 extension of a fighter's punch (one every 0.4 s, the two fighters alternating)."""
-    role = actor.role if role is None else role
+def _punch(t: float, role: int) -> float:
+    """0..1 extension of the punch of fighter ``role`` (one every 0.4 s, the two alternating)."""
     return math.sin(math.pi * _cycle(t, 0.4, 0.5 * role)) ** 2
 
 
@@ -419,7 +417,7 @@ def _recoil(actor: Actor, t: float) -> float:
     """A fighter is pushed back (pixels, towards its back) when the other's punch lands."""
     if actor.interaction != FIGHT:
         return 0.0
-    return -actor.facing * FIGHT_RECOIL * actor.height * _punch(actor, t, 1 - actor.role)
+    return -actor.facing * FIGHT_RECOIL * actor.height * _punch(t, 1 - actor.role)
 
 
 def _person(actor: Actor, track: Track, f: int) -> tuple[list[Capsule], Point]:
