@@ -91,7 +91,7 @@ def _strip_debug_metadata(proto: onnx.ModelProto) -> None:
     """Drop the exporter's per-node debug records (FX node text, module scopes, stack traces
     with this machine's absolute source paths): the same weights then export to the same bytes
     wherever the repository is checked out, and the artifact leaks no local paths."""
-    graphs = [proto.graph, *(f for f in proto.functions)]
+    graphs = [proto.graph, *proto.functions]
     while graphs:
         graph = graphs.pop()
         for node in graph.node:

@@ -150,6 +150,11 @@ def _overlap(a: Rect, b: Rect) -> float:
     return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
+def _covered(rect: Rect, rects: Sequence[Rect]) -> float:
+    """Area of ``rect`` under ``rects`` (overlaps among ``rects`` counted twice)."""
+    return sum(_overlap(rect, other) for other in rects)
+
+
 def label_positions(
     boxes: Sequence[Rect], sizes: Sequence[tuple[float, float]], width: int, height: int
 ) -> list[tuple[float, float]]:
@@ -158,24 +163,16 @@ def label_positions(
     the first place that covers no earlier label (nor another person's box) wins, else the one
     covering least."""
     placed: list[Rect] = []
-    out = []
     for i, ((x1, y1, x2, y2), (w, h)) in enumerate(zip(boxes, sizes, strict=True)):
         others = [b for j, b in enumerate(boxes) if j != i]
-        best: tuple[float, float, float] | None = None
+        candidates = []
         for cx, cy in ((x1, y1 - h), (x1, y2), (x2, y1), (x1 - w, y1), (x1, y1)):
             x = min(max(cx, 0.0), max(width - w, 0.0))
             y = min(max(cy, 0.0), max(height - h, 0.0))
-            rect = (x, y, x + w, y + h)
-            cost = 4 * sum(_overlap(rect, p) for p in placed)
-            cost += sum(_overlap(rect, b) for b in others)
-            if best is None or cost < best[0]:
-                best = (cost, x, y)
-            if cost == 0:
-                break
-        assert best is not None
-        out.append((best[1], best[2]))
-        placed.append((best[1], best[2], best[1] + w, best[2] + h))
-    return out
+            candidates.append((x, y, x + w, y + h))
+        covering = [4 * _covered(r, placed) + _covered(r, others) for r in candidates]
+        placed.append(candidates[covering.index(min(covering))])  # first of the least covering
+    return [(rect[0], rect[1]) for rect in placed]
 
 
 def _draw(img: Image.Image, overlay: Overlay) -> None:
