@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "compose.yaml"
 LOCK = ROOT / "docker" / "requirements.lock"
+DEV_LOCK = ROOT / "docker" / "requirements-dev.lock"
 ENV_EXAMPLE = ROOT / "docker" / "fbil.env.example"
 DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
 UBUNTU_PYTHON = {"22.04": "3.10", "24.04": "3.12"}  # the release's python3
@@ -374,9 +375,9 @@ def test_env_example_builds_settings_with_the_defaults(monkeypatch: pytest.Monke
 # ---- the lock ------------------------------------------------------------------------------------
 
 
-def lock_pins() -> dict[str, Version]:
+def lock_pins(path: Path = LOCK) -> dict[str, Version]:
     pins: dict[str, Version] = {}
-    for line in LOCK.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if not line or line.startswith("#"):
             continue
         match = re.fullmatch(r"([A-Za-z0-9._-]+)==([^\s;]+)", line)
@@ -398,20 +399,20 @@ def test_lock_pins_every_runtime_dependency_within_its_specifier() -> None:
     assert "fbil" not in pins, "the project is installed from its wheel, not the lock"
 
 
-def test_lock_is_closed_under_the_dependencies_it_pins() -> None:
-    """The image installs the lock with --no-deps: every requirement must itself be pinned.
+def closure_problems(
+    requirements: list[str], pins: dict[str, Version], env: dict[str, str]
+) -> tuple[list[str], set[str], set[str]]:
+    """Walk ``requirements`` through the pinned versions' metadata (installed distributions).
 
-    Read from the metadata of the installed distributions whose version is the pinned one.
+    Returns the unmet requirements, the pins reached and the pins whose metadata is not here.
     """
-    lock_tool = load_file_module(ROOT / "docker" / "lock.py")
-    pins = lock_pins()
-    queue = [(Requirement(line), "pyproject") for line in pyproject()["project"]["dependencies"]]
+    queue = [(Requirement(line), "pyproject") for line in requirements]
     seen: set[tuple[str, frozenset[str]]] = set()
     problems, unread = [], set()
     while queue:
         requirement, parent = queue.pop()
         name = canonicalize_name(requirement.name)
-        if requirement.marker and not requirement.marker.evaluate(lock_tool.MARKER_ENV):
+        if requirement.marker and not requirement.marker.evaluate({**env, "extra": ""}):
             continue
         if name not in pins or not requirement.specifier.contains(pins[name], prereleases=True):
             problems.append(f"{parent} needs {requirement}, lock has {pins.get(name)}")
@@ -431,16 +432,67 @@ def test_lock_is_closed_under_the_dependencies_it_pins() -> None:
         for line in dist.requires or []:
             child = Requirement(line)
             if child.marker and "extra" in str(child.marker):
-                wanted = [{**lock_tool.MARKER_ENV, "extra": e} for e in requirement.extras]
-                if not any(child.marker.evaluate(env) for env in wanted):
+                wanted = [{**env, "extra": e} for e in requirement.extras]
+                if not any(child.marker.evaluate(e) for e in wanted):
                     continue
                 child.marker = None
             queue.append((child, f"{name}=={pins[name]}"))
+    return problems, {name for name, _ in seen}, unread
+
+
+@pytest.mark.parametrize("python", load_file_module(ROOT / "docker" / "lock.py").PYTHONS)
+def test_lock_is_closed_under_the_dependencies_it_pins(python: str) -> None:
+    """The image installs the lock with --no-deps: every requirement must itself be pinned.
+
+    Read from the metadata of the installed distributions, which the test command installs with
+    the locks as constraints (``test_installed_versions_are_the_locked_ones`` holds that).
+    """
+    lock_tool = load_file_module(ROOT / "docker" / "lock.py")
+    pins = lock_pins()
+    runtime = pyproject()["project"]["dependencies"]
+    problems, reached, unread = closure_problems(runtime, pins, lock_tool.marker_env(python))
     assert problems == []
-    reached = {name for name, _ in seen}
     assert reached == set(pins), f"pinned but needed by nothing: {sorted(set(pins) - reached)}"
-    read = reached - unread
-    assert len(read) >= len(pins) // 2, f"too few pins checkable here; unread: {sorted(unread)}"
+    assert unread == set(), f"locked but not installed at the locked version: {sorted(unread)}"
+
+
+@pytest.mark.parametrize("python", load_file_module(ROOT / "docker" / "lock.py").PYTHONS)
+def test_dev_lock_adds_exactly_what_the_dev_extra_needs(python: str) -> None:
+    lock_tool = load_file_module(ROOT / "docker" / "lock.py")
+    runtime, dev = lock_pins(), lock_pins(DEV_LOCK)
+    assert not runtime.keys() & dev.keys(), "the dev lock repeats runtime pins"
+    project = pyproject()["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    pins = {**runtime, **dev}
+    problems, reached, unread = closure_problems(requirements, pins, lock_tool.marker_env(python))
+    assert problems == []
+    assert reached == set(pins), f"pinned but needed by nothing: {sorted(set(pins) - reached)}"
+    assert unread == set(), f"locked but not installed at the locked version: {sorted(unread)}"
+
+
+def test_installed_versions_are_the_locked_ones() -> None:
+    """The test environment is the locked one: every locked package installed here is at its pin.
+
+    README's test command installs with both locks as constraints; an environment resolved from
+    the live index instead (a newer patch release of anything) fails here, by name.
+    """
+    pins = {**lock_pins(), **lock_pins(DEV_LOCK)}
+    installed = {}
+    for name in pins:
+        try:
+            installed[name] = Version(distribution(name).version)
+        except PackageNotFoundError:
+            continue
+    differ = {
+        n: f"{installed[n]} installed, {pins[n]} locked"
+        for n in installed
+        if installed[n] != pins[n]
+    }
+    assert differ == {}
+    project = pyproject()["project"]
+    direct = project["dependencies"] + project["optional-dependencies"]["dev"]
+    missing = [r for r in direct if canonicalize_name(Requirement(r).name) not in installed]
+    assert missing == [], "the test environment lacks direct dependencies"
 
 
 def test_lock_targets_the_images_python() -> None:
