@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from model.preprocess import PreprocessSpec
+from fbil.model.preprocess import PreprocessSpec
 
 
 def nearest_clips(

@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baseline import nearest_clips  # noqa: E402
-from model.preprocess import PreprocessSpec  # noqa: E402
-from service.video import VideoLimits, _Converter, decode_keyframes, resize_rgb  # noqa: E402
+from fbil.model.preprocess import PreprocessSpec  # noqa: E402
+from fbil.service.video import VideoLimits, _Converter, decode_keyframes, resize_rgb  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "videos"
 CASES = {  # video: keyframe times for the 1- and 4-keyframe requests

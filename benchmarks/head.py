@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.config import HeadConfig
-from model.head import FBILHead, MultiheadAttention, sine_position_embedding
-from model.masks import branch_masks, foreground_cells
+from fbil.model.config import HeadConfig
+from fbil.model.head import FBILHead, MultiheadAttention, sine_position_embedding
+from fbil.model.masks import branch_masks, foreground_cells
 
 
 def _mha(attn: MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor | None):

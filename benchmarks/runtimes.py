@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-import model
-from export.onnx_export import export_onnx
-from export.torchscript_export import export_torchscript
-from export.wrapper import ExportedDetector, random_inputs
-from model.config import BackboneConfig, FBILConfig, HeadConfig
+from fbil import model
+from fbil.export.onnx_export import export_onnx
+from fbil.export.torchscript_export import export_torchscript
+from fbil.export.wrapper import ExportedDetector, random_inputs
+from fbil.model.config import BackboneConfig, FBILConfig, HeadConfig
 
 CONFIGS: dict[str, FBILConfig] = {
     "tiny": FBILConfig(

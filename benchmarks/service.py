@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 import torch
 
-from model import ModelMetadata, build_detector, save_model
-from model.config import FBILConfig
-from model.preprocess import PreprocessSpec
+from fbil.model import ModelMetadata, build_detector, save_model
+from fbil.model.config import FBILConfig
+from fbil.model.preprocess import PreprocessSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "videos" / "Megamind.avi"
@@ -61,7 +61,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **env, "FBIL_HOST": "127.0.0.1", "FBIL_PORT": str(self.port)}
         full_env["FBIL_LOG_LEVEL"] = "warning"
-        self.proc = subprocess.Popen([sys.executable, "-m", "service.cli"], cwd=ROOT, env=full_env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fbil.service.cli"], cwd=ROOT, env=full_env
+        )
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -43,8 +43,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baseline import nearest_clips  # noqa: E402
-from model.preprocess import PreprocessSpec  # noqa: E402
-from service import video  # noqa: E402
+from fbil.model.preprocess import PreprocessSpec  # noqa: E402
+from fbil.service import video  # noqa: E402
 
 VIDEO = Path(__file__).resolve().parents[1] / "tests" / "data" / "videos" / "vtest.avi"
 REQUESTS = {  # name: keyframe times in seconds (vtest.avi: 79.5 s, 10 fps, a key frame each 25 s)

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.detector import FBILDetector
-
-from .wrapper import ExportedDetector, random_inputs
+from fbil.export.wrapper import ExportedDetector, random_inputs
+from fbil.model.detector import FBILDetector
 
 FP32_TOLERANCE = 1e-4
 # fp16 networks (GPU): logits are O(1-10); half precision keeps ~3 significant digits through

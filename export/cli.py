@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from model.checkpoint import CheckpointError, load_model, sha256_file
-from model.config import ConfigError
-
-from . import check
-from .onnx_export import DEFAULT_OPSET, export_onnx
-from .torchscript_export import export_torchscript
-from .triton import write_triton_repository
+from fbil.export import check
+from fbil.export.onnx_export import DEFAULT_OPSET, export_onnx
+from fbil.export.torchscript_export import export_torchscript
+from fbil.export.triton import write_triton_repository
+from fbil.model.checkpoint import CheckpointError, load_model, sha256_file
+from fbil.model.config import ConfigError
 
 FORMATS = ("onnx", "torchscript", "all")
 

@@ -12,10 +12,9 @@ import onnx
 import torch
 from torch.export import Dim
 
-from model.detector import FBILDetector
-from model.metadata import ModelMetadata
-
-from .wrapper import INPUT_NAMES, OUTPUT_NAMES, ExportedDetector, example_inputs
+from fbil.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, ExportedDetector, example_inputs
+from fbil.model.detector import FBILDetector
+from fbil.model.metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,9 @@ from typing import Any
 
 import torch
 
-from model.detector import FBILDetector
-from model.metadata import ModelMetadata
-
-from .wrapper import ExportedDetector, example_inputs
+from fbil.export.wrapper import ExportedDetector, example_inputs
+from fbil.model.detector import FBILDetector
+from fbil.model.metadata import ModelMetadata
 
 METADATA_FILE = "fbil.json"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from model.detector import FBILDetector
+from fbil.model.detector import FBILDetector
 
 INPUT_NAMES = ("clips", "rois")
 OUTPUT_NAMES = ("logits", "scores")

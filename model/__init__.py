@@ -1,6 +1,6 @@
 """FBIL model: SlowFast backbone, FBIL head, configs, labels and checkpoints.
 
-Names are imported lazily, so tools that only need e.g. ``model.training.ava_eval`` do not
+Names are imported lazily, so tools that only need e.g. ``fbil.model.training.ava_eval`` do not
 pay for importing torch.
 """
 
@@ -55,9 +55,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from .checkpoint import CheckpointError, load_checkpoint, load_model, save_model
-    from .config import ConfigError, FBILConfig, load_config
-    from .detector import FBILDetector, ava_scores, build_detector
-    from .labels import LabelMap, ava_v22
-    from .metadata import ModelMetadata
-    from .preprocess import PreprocessSpec
+    from fbil.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_model
+    from fbil.model.config import ConfigError, FBILConfig, load_config
+    from fbil.model.detector import FBILDetector, ava_scores, build_detector
+    from fbil.model.labels import LabelMap, ava_v22
+    from fbil.model.metadata import ModelMetadata
+    from fbil.model.preprocess import PreprocessSpec

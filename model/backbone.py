@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .config import DEPTH_LAYERS, BackboneConfig
+from fbil.model.config import DEPTH_LAYERS, BackboneConfig
 
 
 class Bottleneck(nn.Module):

@@ -26,10 +26,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
-from .config import FBILConfig, load_config
-from .detector import FBILDetector
-from .labels import ava_v22
-from .metadata import ModelMetadata
+from fbil.model.config import FBILConfig, load_config
+from fbil.model.detector import FBILDetector
+from fbil.model.labels import ava_v22
+from fbil.model.metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
 

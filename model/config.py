@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .preprocess import PreprocessSpec
+from fbil.model.preprocess import PreprocessSpec
 
 DEPTH_LAYERS: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 6, 3),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .backbone import SlowFast
-from .config import FBILConfig
-from .head import FBILHead
+from fbil.model.backbone import SlowFast
+from fbil.model.config import FBILConfig
+from fbil.model.head import FBILHead
 
 
 def ava_scores(logits: Tensor, num_pose: int, pose_softmax: bool) -> Tensor:

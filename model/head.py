@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from .config import HeadConfig, MaskConfig
-from .masks import branch_masks, foreground_cells, valid_cells
+from fbil.model.config import HeadConfig, MaskConfig
+from fbil.model.masks import branch_masks, foreground_cells, valid_cells
 
 
 class MultiheadAttention(nn.Module):

@@ -78,5 +78,5 @@ class LabelMap:
 @lru_cache(maxsize=1)
 def ava_v22() -> LabelMap:
     """The 60-class AVA v2.2 evaluation label map shipped with the package."""
-    text = resources.files("model").joinpath("data/ava_v2.2_labels.json").read_text("utf-8")
+    text = resources.files("fbil.model").joinpath("data/ava_v2.2_labels.json").read_text("utf-8")
     return LabelMap.from_list(json.loads(text)["classes"])

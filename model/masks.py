@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .config import MaskConfig
+from fbil.model.config import MaskConfig
 
 
 def valid_cells(h: int, w: int, valid_hw: Tensor, like: Tensor) -> Tensor:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConfigError, FBILConfig
-from .labels import LabelMap, ava_v22
-from .preprocess import PreprocessSpec
+from fbil.model.config import ConfigError, FBILConfig
+from fbil.model.labels import LabelMap, ava_v22
+from fbil.model.preprocess import PreprocessSpec
 
 FORMAT = "fbil-model/1"
 

@@ -10,14 +10,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from .batching import Batcher
-from .errors import install_error_handlers
-from .metrics import Metrics
-from .middleware import BodyLimitMiddleware, RequestContextMiddleware
-from .routes import router
-from .runtimes import load_runtime
-from .settings import Settings
-from .state import ServiceState
+from fbil.service.batching import Batcher
+from fbil.service.errors import install_error_handlers
+from fbil.service.metrics import Metrics
+from fbil.service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from fbil.service.routes import router
+from fbil.service.runtimes import load_runtime
+from fbil.service.settings import Settings
+from fbil.service.state import ServiceState
 
 log = logging.getLogger(__name__)
 

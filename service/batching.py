@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .errors import OverloadedError
-from .metrics import Metrics
+from fbil.service.errors import OverloadedError
+from fbil.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import uvicorn
 from pydantic import ValidationError
 
-from .logs import configure_logging, logging_config
-from .settings import Settings, SettingsError
+from fbil.service.logs import configure_logging, logging_config
+from fbil.service.settings import Settings, SettingsError
 
 # flag -> FBIL_ variable it sets (flags win over the environment)
 FLAGS = {
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_json)
     uvicorn.run(
-        "service.app:create_app_from_env",
+        "fbil.service.app:create_app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,

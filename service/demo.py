@@ -284,7 +284,7 @@ def local_service(model: str | None = None, timeout_s: float = 180.0) -> Iterato
     env = dict(os.environ, FBIL_HOST="127.0.0.1", FBIL_PORT=str(port), FBIL_LOG_LEVEL="warning")
     if model:
         env["FBIL_MODEL_PATH"] = model
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "fbil.service.cli"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = clock.monotonic() + timeout_s

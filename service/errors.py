@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .video import (
+from fbil.service.video import (
     BadBoxError,
     KeyframeOutOfRangeError,
     NotAVideoError,

@@ -67,8 +67,7 @@ def logging_config(level: str = "info", json_logs: bool = True) -> dict[str, Any
         "formatters": {"default": formatter},
         "handlers": {"default": handler},
         "loggers": {
-            "service": {"handlers": ["default"], "level": upper, "propagate": False},
-            "model": {"handlers": ["default"], "level": upper, "propagate": False},
+            "fbil": {"handlers": ["default"], "level": upper, "propagate": False},
             "uvicorn": {"handlers": ["default"], "level": upper, "propagate": False},
             "uvicorn.error": {"level": upper},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},

@@ -11,11 +11,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import PayloadTooLargeError, error_body
-from .logs import request_id_var
-from .metrics import Metrics
+from fbil.service.errors import PayloadTooLargeError, error_body
+from fbil.service.logs import request_id_var
+from fbil.service.metrics import Metrics
 
-log = logging.getLogger("service.access")
+log = logging.getLogger("fbil.service.access")
 
 REQUEST_ID_HEADER = "x-request-id"
 _GOOD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

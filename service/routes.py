@@ -18,10 +18,9 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
-from model import LabelMap
-
-from .batching import ClipResult
-from .errors import (
+from fbil.model import LabelMap
+from fbil.service.batching import ClipResult
+from fbil.service.errors import (
     BadRequestError,
     ClientDisconnectedError,
     ModelFailedError,
@@ -29,8 +28,8 @@ from .errors import (
     OverloadedError,
     UnauthorizedError,
 )
-from .runtimes import Runtime
-from .schemas import (
+from fbil.service.runtimes import Runtime
+from fbil.service.schemas import (
     EXAMPLE_REQUEST,
     ActionOut,
     ActorOut,
@@ -45,8 +44,8 @@ from .schemas import (
     Timing,
     VideoOut,
 )
-from .state import ServiceState
-from .video import Keyframe, VideoInfo, decode_keyframes, normalize_boxes
+from fbil.service.state import ServiceState
+from fbil.service.video import Keyframe, VideoInfo, decode_keyframes, normalize_boxes
 
 T = TypeVar("T")
 

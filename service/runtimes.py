@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from model import ModelMetadata, load_model
+from fbil.model import ModelMetadata, load_model
 
 log = logging.getLogger(__name__)
 

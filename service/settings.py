@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .video import VideoLimits
+from fbil.service.video import VideoLimits
 
 Backend = Literal["auto", "onnx", "torchscript", "eager"]
 MIB = 1024 * 1024
@@ -25,7 +25,7 @@ DEMO_MODEL = "data/demo/model.onnx"
 def default_model_path() -> Path | None:
     """The model served when ``FBIL_MODEL_PATH`` is unset: the bundled demo model (trained on
     synthetic data only; see configs/demo_synth.yaml), if this installation has it."""
-    path = Path(str(resources.files("model").joinpath(DEMO_MODEL)))
+    path = Path(str(resources.files("fbil.model").joinpath(DEMO_MODEL)))
     return path if path.is_file() else None
 
 

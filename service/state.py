@@ -6,10 +6,10 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .batching import Batcher
-from .metrics import Metrics
-from .runtimes import Runtime
-from .settings import Settings
+from fbil.service.batching import Batcher
+from fbil.service.metrics import Metrics
+from fbil.service.runtimes import Runtime
+from fbil.service.settings import Settings
 
 
 @dataclass

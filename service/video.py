@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 
-from model.preprocess import PreprocessSpec
+from fbil.model.preprocess import PreprocessSpec
 
 Source = bytes | str | os.PathLike
 Resizer = Literal["torch", "swscale"]

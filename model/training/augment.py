@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.preprocess import PreprocessSpec
+from fbil.model.preprocess import PreprocessSpec
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

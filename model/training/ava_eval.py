@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from model.training.ava_data import (
+from fbil.model.training.ava_data import (
     AvaFormatError,
     Box,
     image_key,

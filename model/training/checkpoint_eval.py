@@ -7,13 +7,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from model.checkpoint import load_model
-
-from .ava_eval import FrameMapResult, evaluate_csv
-from .collate import collate
-from .datasets import KeyframeDataset, build_entries, clip_reader
-from .predict import predict, write_detections_csv
-from .train_config import load_train_config
+from fbil.model.checkpoint import load_model
+from fbil.model.training.ava_eval import FrameMapResult, evaluate_csv
+from fbil.model.training.collate import collate
+from fbil.model.training.datasets import KeyframeDataset, build_entries, clip_reader
+from fbil.model.training.predict import predict, write_detections_csv
+from fbil.model.training.train_config import load_train_config
 
 
 def run_checkpoint(

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ava_data import FrameKey
+from fbil.model.training.ava_data import FrameKey
 
 
 @dataclass

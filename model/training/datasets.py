@@ -27,13 +27,11 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from model.labels import LabelMap
-from model.preprocess import PreprocessSpec
-from service.video import VideoLimits, decode_keyframes
-
-from .augment import TrainAugment, keyframe_offsets, resize_normalize, sample_rng
-from .augment import temporal_center_crop as center_crop
-from .ava_data import (
+from fbil.model.labels import LabelMap
+from fbil.model.preprocess import PreprocessSpec
+from fbil.model.training.augment import TrainAugment, keyframe_offsets, resize_normalize, sample_rng
+from fbil.model.training.augment import temporal_center_crop as center_crop
+from fbil.model.training.ava_data import (
     Box,
     FrameKey,
     FrameLayout,
@@ -44,7 +42,8 @@ from .ava_data import (
     read_proposals_csv,
     read_published_pickle,
 )
-from .collate import Sample
+from fbil.model.training.collate import Sample
+from fbil.service.video import VideoLimits, decode_keyframes
 
 DataKind = Literal["video", "frames", "pickle"]
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")

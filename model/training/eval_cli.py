@@ -25,8 +25,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from model.training.ava_data import AvaFormatError
-from model.training.ava_eval import FrameMapResult, evaluate_csv
+from fbil.model.training.ava_data import AvaFormatError
+from fbil.model.training.ava_eval import FrameMapResult, evaluate_csv
 
 __all__ = ["build_parser", "format_table", "main"]
 
@@ -116,7 +116,7 @@ def _write_json(result: FrameMapResult, path: Path | None) -> int:
 
 
 def _run_checkpoint(args: argparse.Namespace) -> int:
-    from model.training.checkpoint_eval import run_checkpoint  # noqa: PLC0415 (torch import)
+    from fbil.model.training.checkpoint_eval import run_checkpoint  # noqa: PLC0415 (torch import)
 
     data_config = args.data_config or args.config
     if data_config is None:

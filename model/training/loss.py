@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from model.detector import ava_scores
+from fbil.model.detector import ava_scores
 
 LossKind = Literal["pose_softmax", "sigmoid"]
 

@@ -11,10 +11,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from model.detector import FBILDetector, valid_feature_size
-from model.labels import LabelMap
-
-from .collate import Batch
+from fbil.model.detector import FBILDetector, valid_feature_size
+from fbil.model.labels import LabelMap
+from fbil.model.training.collate import Batch
 
 FEATURE_STRIDE_STEPS = 4  # four stride-2 layers (conv1, max pool, res3, res4): H/16, rounded up
 

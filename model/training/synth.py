@@ -48,7 +48,7 @@ from typing import Any
 import av
 import numpy as np
 
-from model.labels import ava_v22
+from fbil.model.labels import ava_v22
 
 __all__ = [
     "CLASS_IDS",

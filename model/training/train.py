@@ -35,19 +35,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from model.checkpoint import load_checkpoint, remap_keys, save_model
-from model.detector import FBILDetector
-from model.labels import LabelMap, ava_v22
-from model.metadata import ModelMetadata
-
-from .augment import TrainAugment
-from .ava_eval import evaluate_csv
-from .collate import Batch, collate
-from .datasets import KeyframeDataset, build_entries, clip_reader
-from .loss import ava_loss
-from .predict import Detection, forward_batch, predict, write_detections_csv
-from .schedule import WarmupStepLR, build_step_schedule
-from .train_config import SplitConfig, TrainConfig
+from fbil.model.checkpoint import load_checkpoint, remap_keys, save_model
+from fbil.model.detector import FBILDetector
+from fbil.model.labels import LabelMap, ava_v22
+from fbil.model.metadata import ModelMetadata
+from fbil.model.training.augment import TrainAugment
+from fbil.model.training.ava_eval import evaluate_csv
+from fbil.model.training.collate import Batch, collate
+from fbil.model.training.datasets import KeyframeDataset, build_entries, clip_reader
+from fbil.model.training.loss import ava_loss
+from fbil.model.training.predict import Detection, forward_batch, predict, write_detections_csv
+from fbil.model.training.schedule import WarmupStepLR, build_step_schedule
+from fbil.model.training.train_config import SplitConfig, TrainConfig
 
 log = logging.getLogger("fbil.train")
 STATE_RE = re.compile(r"epoch_(\d+)\.state\.pth$")

@@ -3,7 +3,7 @@
 Usage::
 
     fbil-train --config CONFIG.yaml [--resume [STATE]] [--result-path DIR] [--device cpu|cuda]
-    torchrun --nproc_per_node N -m model.training.train_cli --config CONFIG.yaml
+    torchrun --nproc_per_node N -m fbil.model.training.train_cli --config CONFIG.yaml
     fbil-train synth ...            # synthetic AVA-format dataset (model.training.synth)
 
 ``--resume`` without a path continues from the newest ``checkpoints/epoch_NNN.state.pth`` in
@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from model.config import ConfigError
-
-from .train_config import load_train_config
+from fbil.model.config import ConfigError
+from fbil.model.training.train_config import load_train_config
 
 PROG = "fbil-train"
 AUTO = "auto"
@@ -56,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "synth":
-        from . import synth  # noqa: PLC0415 (optional, heavy; only for this subcommand)
+        from fbil.model.training import synth  # noqa: PLC0415 (optional, heavy; only for this subcommand)
 
         return int(synth.main(args_list[1:]) or 0)
     try:
@@ -71,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.result_path is not None:
         cfg = replace(cfg, result_path=args.result_path)
 
-    from .train import Trainer, init_distributed  # noqa: PLC0415 (torch start-up after parsing)
+    from fbil.model.training.train import Trainer, init_distributed  # noqa: PLC0415 (torch start-up after parsing)
 
     ctx = init_distributed(args.device)
     logging.basicConfig(

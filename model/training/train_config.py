@@ -47,12 +47,11 @@ from typing import Any
 
 import yaml
 
-from model.config import ConfigError, FBILConfig, config_from_published
-from model.preprocess import PreprocessSpec
-
-from .ava_data import FrameLayout
-from .datasets import VIDEO_EXTENSIONS, DataSpec
-from .loss import LossKind
+from fbil.model.config import ConfigError, FBILConfig, config_from_published
+from fbil.model.preprocess import PreprocessSpec
+from fbil.model.training.ava_data import FrameLayout
+from fbil.model.training.datasets import VIDEO_EXTENSIONS, DataSpec
+from fbil.model.training.loss import LossKind
 
 
 @dataclass(frozen=True)

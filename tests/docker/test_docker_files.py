@@ -33,7 +33,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from service.settings import Settings
+from fbil.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -562,7 +562,8 @@ def test_builder_installs_the_lock_then_the_project_without_dependencies() -> No
 
     # the wheel is built from everything pyproject.toml packages, README included
     copied = {source.rstrip("/") for sources, _, _ in copies for source in sources}
-    tops = {p.split(".")[0] for p in pyproject()["tool"]["setuptools"]["packages"]}
+    folders = pyproject()["tool"]["setuptools"]["package-dir"].values()
+    tops = {folder.split("/")[0] for folder in folders}
     assert {"pyproject.toml", pyproject()["project"]["readme"], *tops} <= copied
 
 
@@ -577,7 +578,7 @@ def test_runtime_stages_run_fbil_serve_as_a_non_root_user() -> None:
 
     assert exec_form(runtime.all("ENTRYPOINT")[-1]) == ["fbil-serve"]
     assert runtime.all("CMD") == [], "no arguments: configuration only through FBIL_ variables"
-    assert pyproject()["project"]["scripts"].get("fbil-serve") == "service.cli:main"
+    assert pyproject()["project"]["scripts"].get("fbil-serve") == "fbil.service.cli:main"
 
     [user] = runtime.all("USER")
     assert user.split(":")[0] not in {"root", "0"}

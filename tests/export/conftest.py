@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from export.cli import main as export_main
+from fbil.export.cli import main as export_main
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
 

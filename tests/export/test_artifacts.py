@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-import model
-from export import check
-from export.onnx_export import read_onnx_metadata
-from export.torchscript_export import read_torchscript_metadata
+from fbil import model
+from fbil.export import check
+from fbil.export.onnx_export import read_onnx_metadata
+from fbil.export.torchscript_export import read_torchscript_metadata
 
 TOL = 1e-4
 
@@ -93,14 +93,14 @@ def test_metadata_everywhere(parity_artifacts, reference):
 
 
 def test_torchscript_runs_without_this_repo(parity_artifacts, stored, reference):
-    """A fresh interpreter that cannot import model/export/service still runs the file."""
+    """A fresh interpreter that cannot import fbil still runs the file."""
     inputs, outputs = stored
     code = textwrap.dedent(
         f"""
         import sys
         class Block:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("model", "export", "service"):
+                if name.split(".")[0] == "fbil":
                     raise ImportError("repo import blocked: " + name)
         sys.meta_path.insert(0, Block())
         import torch, torchvision  # torchvision registers roi_align

@@ -6,7 +6,7 @@ import re
 
 import onnx
 
-from export.cli import main as export_main
+from fbil.export.cli import main as export_main
 
 
 def _parse_config(text: str) -> dict[str, dict[str, tuple[str, list[int]]]]:

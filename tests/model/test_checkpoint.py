@@ -9,8 +9,8 @@ import pickle
 import pytest
 import torch
 
-import model
-from model.checkpoint import CheckpointError, read_metadata, remap_keys
+from fbil import model
+from fbil.model.checkpoint import CheckpointError, read_metadata, remap_keys
 
 
 def tiny_config() -> model.FBILConfig:

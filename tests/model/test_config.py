@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import model
-from model.config import ConfigError, FBILConfig
+from fbil import model
+from fbil.model.config import ConfigError, FBILConfig
 
 
 def test_published_r101_config(reference):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model.config import MaskConfig
-from model.masks import branch_masks, foreground_cells
+from fbil.model.config import MaskConfig
+from fbil.model.masks import branch_masks, foreground_cells
 
 
 def grid(mask_row: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -97,7 +97,7 @@ def test_training_drop_fractions_are_exact_and_random():
 
 
 def test_training_mode_head_draws_random_masks_eval_is_deterministic():
-    import model
+    from fbil import model
 
     config = model.FBILConfig.tiny(attn_dropout=0.0)
     det = model.build_detector(config)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import model
-from model.detector import FBILDetector
+from fbil import model
+from fbil.model.detector import FBILDetector
 
 TOL = 1e-4
 
@@ -75,7 +75,7 @@ def test_head_intermediates_match(detector, parity_inputs, parity_outputs):
 
 @torch.inference_mode()
 def test_branch_outputs_match(detector, parity_inputs, parity_outputs):
-    from model.masks import branch_masks, foreground_cells
+    from fbil.model.masks import branch_masks, foreground_cells
 
     inter = parity_outputs["intermediates"]
     head = detector.head
@@ -95,7 +95,7 @@ def test_branch_outputs_match(detector, parity_inputs, parity_outputs):
 @torch.inference_mode()
 def test_published_masks_reproduced(parity_inputs, parity_outputs):
     """Foreground branch blocks exactly masks_global, background branch masks_local."""
-    from model.masks import branch_masks, foreground_cells
+    from fbil.model.masks import branch_masks, foreground_cells
 
     rois = parity_inputs["rois"]
     fg = foreground_cells(rois, 8, 10)

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-import model
-from model.checkpoint import remap_keys
+from fbil import model
+from fbil.model.checkpoint import remap_keys
 
 
 @pytest.fixture(scope="module")

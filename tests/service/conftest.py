@@ -8,7 +8,7 @@ import pytest
 import torch
 from serving import TINY_CONFIG, TinyModel
 
-from model import ModelMetadata, build_detector, save_model
+from fbil.model import ModelMetadata, build_detector, save_model
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 
-from model import FBILDetector, ModelMetadata
-from model.config import FBILConfig
-from model.preprocess import PreprocessSpec
-from service.app import create_app
-from service.settings import Settings
-from service.state import ServiceState
+from fbil.model import FBILDetector, ModelMetadata
+from fbil.model.config import FBILConfig
+from fbil.model.preprocess import PreprocessSpec
+from fbil.service.app import create_app
+from fbil.service.settings import Settings
+from fbil.service.state import ServiceState
 
 TINY_CONFIG = FBILConfig.tiny(
     preprocess=PreprocessSpec(num_frames=8, frame_interval=2, short_side=64)

@@ -14,7 +14,7 @@ import av
 import numpy as np
 import torch
 
-from model.preprocess import PreprocessSpec
+from fbil.model.preprocess import PreprocessSpec
 
 WIDTH, HEIGHT = 160, 96  # 10 bars of 16 pixels
 BITS = 10

@@ -10,10 +10,10 @@ import pytest
 import torch
 from serving import TinyModel, asgi_call, detect_files, metric_value, multipart, serve
 
-from service.app import create_app
-from service.batching import Batcher
-from service.errors import OverloadedError
-from service.settings import Settings
+from fbil.service.app import create_app
+from fbil.service.batching import Batcher
+from fbil.service.errors import OverloadedError
+from fbil.service.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from service.video import BadBoxError, VideoLimits, VideoTooLargeError, normalize_boxes
+from fbil.service.video import BadBoxError, VideoLimits, VideoTooLargeError, normalize_boxes
 
 LIMITS = VideoLimits(max_boxes_per_keyframe=3)
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from synthetic_video import encode
 
-from service.demo import PALETTE, label_positions, main, overlays
+from fbil.service.demo import PALETTE, label_positions, main, overlays
 
 W, H, FRAMES = 160, 128, 60  # 2 s at 30 fps
 GREY = 128

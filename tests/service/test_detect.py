@@ -8,7 +8,7 @@ import pytest
 import torch
 from serving import TinyModel, detect_files, metric_value, serve
 
-from service.video import VideoLimits, decode_keyframes, normalize_boxes
+from fbil.service.video import VideoLimits, decode_keyframes, normalize_boxes
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from serving import TinyModel, asgi_call, detect_files, multipart, serve
 
-from service.metrics import Metrics
-from service.middleware import RequestContextMiddleware
+from fbil.service.metrics import Metrics
+from fbil.service.middleware import RequestContextMiddleware
 
 pytestmark = pytest.mark.anyio
 

@@ -20,9 +20,9 @@ import pytest
 import torch
 from serving import TinyModel
 
-import model
-from export.onnx_export import export_onnx
-from service.video import VideoLimits, decode_keyframes, normalize_boxes
+from fbil import model
+from fbil.export.onnx_export import export_onnx
+from fbil.service.video import VideoLimits, decode_keyframes, normalize_boxes
 
 LIMITS = VideoLimits(max_duration_s=90)
 PARITY = Path(__file__).resolve().parents[3] / "shared" / "reference" / "parity_tiny"
@@ -38,7 +38,10 @@ def fbil_serve(model_path: Path, log: Path) -> Iterator[str]:
     env.update(FBIL_MAX_DURATION_S="90")  # vtest.avi lasts 79.5 s
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "fbil.service.cli"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:

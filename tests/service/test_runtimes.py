@@ -8,9 +8,9 @@ import pytest
 import torch
 from serving import TinyModel, detect_files, serve
 
-from export.onnx_export import export_onnx
-from export.torchscript_export import export_torchscript
-from service.runtimes import backend_for, default_onnx_providers, load_runtime
+from fbil.export.onnx_export import export_onnx
+from fbil.export.torchscript_export import export_torchscript
+from fbil.service.runtimes import backend_for, default_onnx_providers, load_runtime
 
 REQUEST = {
     "keyframes": [

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.app import create_app
-from service.cli import main
-from service.settings import Settings, SettingsError
+from fbil.service.app import create_app
+from fbil.service.cli import main
+from fbil.service.settings import Settings, SettingsError
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
@@ -31,7 +31,7 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 def test_no_model_is_a_clear_startup_error(monkeypatch, capsys):
     monkeypatch.delenv("FBIL_MODEL_PATH", raising=False)
-    monkeypatch.setattr("service.settings.default_model_path", lambda: None)  # no demo model
+    monkeypatch.setattr("fbil.service.settings.default_model_path", lambda: None)  # no demo model
     with pytest.raises(SettingsError, match="FBIL_MODEL_PATH"):
         create_app(Settings())
     assert main([]) == 2

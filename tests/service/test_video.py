@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from synthetic_video import HEIGHT, WIDTH, encode, index_image, nearest_indices, read_indices
 
-from model.preprocess import PreprocessSpec
-from service import video
-from service.video import (
+from fbil.model.preprocess import PreprocessSpec
+from fbil.service import video
+from fbil.service.video import (
     KeyframeOutOfRangeError,
     NotAVideoError,
     NoVideoStreamError,

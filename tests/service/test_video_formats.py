@@ -26,8 +26,8 @@ from synthetic_video import (
     stripe_colours,
 )
 
-from model.preprocess import PreprocessSpec
-from service.video import VideoLimits, decode_keyframes, probe
+from fbil.model.preprocess import PreprocessSpec
+from fbil.service.video import VideoLimits, decode_keyframes, probe
 
 SPEC = PreprocessSpec()
 # mean/std far apart per channel, so a channel swap in either one shows

@@ -14,9 +14,9 @@ import pytest
 import torch
 from synthetic_video import encode, nearest_indices, read_indices
 
-from model.preprocess import PreprocessSpec
-from service import video
-from service.video import (
+from fbil.model.preprocess import PreprocessSpec
+from fbil.service import video
+from fbil.service.video import (
     REGROUP_GAP_S,
     KeyframeOutOfRangeError,
     UndecodableVideoError,

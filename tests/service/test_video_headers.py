@@ -13,9 +13,9 @@ from fractions import Fraction
 import pytest
 from synthetic_video import HEIGHT, WIDTH, encode, index_image, read_indices
 
-from model.preprocess import PreprocessSpec
-from service import video
-from service.video import (
+from fbil.model.preprocess import PreprocessSpec
+from fbil.service import video
+from fbil.service.video import (
     UndecodableVideoError,
     VideoLimits,
     VideoTooLargeError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.preprocess import PreprocessSpec
-from model.training.augment import (
+from fbil.model.preprocess import PreprocessSpec
+from fbil.model.training.augment import (
     TrainAugment,
     hflip,
     jitter_boxes,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.training.ava_data import (
+from fbil.model.training.ava_data import (
     LAYOUT_IMAGE_06D,
     LAYOUT_IMG_05D,
     AnnotatedFrame,

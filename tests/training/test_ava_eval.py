@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.training.ava_eval import (
+from fbil.model.training.ava_eval import (
     CLASS_KEY_PREFIX,
     MAP_KEY,
     EvalRow,

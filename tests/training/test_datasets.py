@@ -13,10 +13,10 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-from model.labels import ava_v22
-from model.preprocess import PreprocessSpec
-from model.training.ava_data import FrameKey, FrameLayout
-from model.training.datasets import (
+from fbil.model.labels import ava_v22
+from fbil.model.preprocess import PreprocessSpec
+from fbil.model.training.ava_data import FrameKey, FrameLayout
+from fbil.model.training.datasets import (
     DataSpec,
     FrameFolderReader,
     KeyframeDataset,
@@ -26,7 +26,7 @@ from model.training.datasets import (
     csv_entries,
     pickle_entries,
 )
-from model.training.train_config import load_train_config
+from fbil.model.training.train_config import load_train_config
 
 PUBLISHED = Path(__file__).resolve().parents[3] / "shared/reference/published_configs"
 # mean 0, std 1: a normalised clip holds the raw 0-255 values

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.training.eval_cli import main
+from fbil.model.training.eval_cli import main
 
 EXPECTED_MAP = 0.5980194149017162
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from model.training.loss import ava_loss
+from fbil.model.training.loss import ava_loss
 
 
 def test_pose_softmax_loss_matches_hand_computation() -> None:

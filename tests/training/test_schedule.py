@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.training.schedule import WarmupStepLR, build_step_schedule, cumulative_mults
+from fbil.model.training.schedule import WarmupStepLR, build_step_schedule, cumulative_mults
 
 PUBLISHED_STATE = {  # the scheduler of the published checkpoint after a 25-step warm-up epoch
     "base_lr": 0.0015,

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from model.labels import ava_v22
-from model.preprocess import PreprocessSpec
-from model.training.ava_data import (
+from fbil.model.labels import ava_v22
+from fbil.model.preprocess import PreprocessSpec
+from fbil.model.training.ava_data import (
     AnnotatedFrame,
     image_key,
     read_annotations_csv,
     read_exclusions,
     read_labelmap,
 )
-from model.training.synth import (
+from fbil.model.training.synth import (
     CLASS_IDS,
     FPS,
     HEIGHT,
@@ -30,7 +30,7 @@ from model.training.synth import (
     keyframe_times,
     main,
 )
-from service.video import Keyframe, VideoInfo, VideoLimits, decode_keyframes
+from fbil.service.video import Keyframe, VideoInfo, VideoLimits, decode_keyframes
 
 POSES = {1, 5, 7, 10, 12, 14}
 SPEC = PreprocessSpec(short_side=HEIGHT)  # no resize: clips keep the 320x240 frames

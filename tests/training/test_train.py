@@ -19,13 +19,13 @@ import yaml
 from safetensors.torch import load_file
 from torchvision.io import write_jpeg
 
-from model.checkpoint import load_model
-from model.training import eval_cli, train_cli
-from model.training.collate import collate
-from model.training.loss import ava_loss
-from model.training.predict import forward_batch
-from model.training.train import Trainer, weights_digest
-from model.training.train_config import train_config_from_dict
+from fbil.model.checkpoint import load_model
+from fbil.model.training import eval_cli, train_cli
+from fbil.model.training.collate import collate
+from fbil.model.training.loss import ava_loss
+from fbil.model.training.predict import forward_batch
+from fbil.model.training.train import Trainer, weights_digest
+from fbil.model.training.train_config import train_config_from_dict
 
 FPS = 5
 SIZES = {"vidA": (48, 64), "vidB": (48, 56)}  # (H, W): the two videos get padded together
@@ -295,7 +295,7 @@ def test_torchrun_two_gloo_ranks_agree(tmp_path: Path) -> None:
         "2",
         "--standalone",
         "-m",
-        "model.training.train_cli",
+        "fbil.model.training.train_cli",
         "--config",
         str(cfg),
         "--device",

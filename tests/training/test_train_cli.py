@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from model.training import train_cli
+from fbil.model.training import train_cli
 
 
 def test_synth_subcommand_is_dispatched_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[list[str]] = []
-    fake = types.ModuleType("model.training.synth")
+    fake = types.ModuleType("fbil.model.training.synth")
     fake.main = lambda argv: seen.append(list(argv)) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "model.training.synth", fake)
-    monkeypatch.setattr("model.training.synth", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "fbil.model.training.synth", fake)
+    monkeypatch.setattr("fbil.model.training.synth", fake, raising=False)
     assert train_cli.main(["synth", "--out", "x", "--videos", "2"]) == 0
     assert seen == [["--out", "x", "--videos", "2"]]
 
