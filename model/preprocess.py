@@ -14,7 +14,9 @@ class PreprocessSpec:
     """How a keyframe becomes a clip tensor ``(3, T, H, W)``.
 
     ``num_frames`` frames spaced ``frame_interval`` frames of a ``base_fps`` timeline, centred
-    on the keyframe as published: times ``t + (frame_interval*k - num_frames) / base_fps``;
+    on the keyframe as published (``TemporalCenterCrop``): the window of
+    ``num_frames * frame_interval`` frames starts ``num_frames * frame_interval // 2`` frames
+    before the keyframe (:meth:`sample_frame_offsets`; 32x2: -32, -30, ..., 30);
     short side resized to ``short_side``; RGB; ``(x - mean) / std`` with mean/std in 0-255 units.
     """
 
@@ -36,12 +38,14 @@ class PreprocessSpec:
         if self.channel_order != "RGB":
             raise ValueError(f"only RGB channel order is supported, got {self.channel_order!r}")
 
+    def sample_frame_offsets(self) -> list[int]:
+        """Sample positions relative to the keyframe, in frames of the ``base_fps`` timeline."""
+        start = self.num_frames * self.frame_interval // 2
+        return [self.frame_interval * k - start for k in range(self.num_frames)]
+
     def sample_offsets(self) -> list[float]:
         """Sample times relative to the keyframe, in seconds (length ``num_frames``)."""
-        return [
-            (self.frame_interval * k - self.num_frames) / self.base_fps
-            for k in range(self.num_frames)
-        ]
+        return [offset / self.base_fps for offset in self.sample_frame_offsets()]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -3,6 +3,7 @@ modules in the working directory change nothing."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,9 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_installs_only_the_fbil_namespace(tmp_path: Path) -> None:
+    # built from a copy: setuptools writes build/ and *.egg-info/ beside the sources
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "tests", "__pycache__")
+    shutil.copytree(ROOT, source, ignore=skip)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "--wheel-dir", str(tmp_path), str(ROOT)],
+         "--wheel-dir", str(tmp_path), str(source)],
         check=True, capture_output=True,
     )  # fmt: skip
     [wheel] = tmp_path.glob("fbil-*.whl")

@@ -45,7 +45,7 @@ def resize_normalize(frames: Tensor, spec: PreprocessSpec) -> Tensor:
 
 def keyframe_offsets(spec: PreprocessSpec, fps: float) -> list[int]:
     """Frame offsets from the keyframe of the ``num_frames`` samples, on a ``fps`` timeline:
-    ``round(fps * (frame_interval*k - num_frames) / base_fps)`` (-32, -30, ..., 30 by default)."""
+    the spec's sample times rounded to frames (-32, -30, ..., 30 by default)."""
     return [round(fps * t) for t in spec.sample_offsets()]
 
 

@@ -214,7 +214,7 @@ def read_rgb(path: Path) -> Tensor:
 class FrameFolderReader:
     """Reads the sampled frames of ``root/<video_id>/`` around the keyframe.
 
-    Sample ``k`` is frame ``keyframe + round(fps * (frame_interval*k - num_frames) / base_fps)``;
+    Sample ``k`` is frame ``keyframe + round(fps * spec.sample_offsets()[k])``;
     indices before the first frame take the first, missing frames after the keyframe repeat the
     last one read (video ends).
     """

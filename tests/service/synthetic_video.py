@@ -106,10 +106,15 @@ def read_indices(clip: torch.Tensor, spec: PreprocessSpec, rows: slice = slice(N
 def nearest_indices(
     frame_times: Sequence[Fraction], keyframe: Fraction, spec: PreprocessSpec
 ) -> list[int]:
-    """Reference sampling in exact arithmetic: nearest frame, ties to the earlier, edges held."""
+    """Reference sampling in exact arithmetic: nearest frame, ties to the earlier, edges held.
+
+    The window of ``num_frames * frame_interval`` frames of the ``base_fps`` timeline starts
+    half of it (rounded down) before the keyframe.
+    """
     out = []
+    span = spec.num_frames * spec.frame_interval
     for k in range(spec.num_frames):
-        s = keyframe + Fraction(spec.frame_interval * k - spec.num_frames) / Fraction(spec.base_fps)
+        s = keyframe + Fraction(spec.frame_interval * k - span // 2) / Fraction(spec.base_fps)
         dists = [abs(t - s) for t in frame_times]
         out.append(dists.index(min(dists)))
     return out

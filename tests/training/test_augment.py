@@ -82,6 +82,22 @@ def test_keyframe_offsets_match_the_video_sampler() -> None:
     assert keyframe_offsets(spec, 30) == [round(30 * t) for t in spec.sample_offsets()]
 
 
+@pytest.mark.parametrize(
+    ("num_frames", "interval", "first", "last"),
+    [(32, 2, -32, 30), (16, 4, -32, 28), (8, 8, -32, 24)],
+)
+def test_sample_window_is_centred_on_the_keyframe(num_frames, interval, first, last) -> None:
+    """As the published TemporalCenterCrop: the num_frames*interval window starts half of it
+    before the keyframe, whatever the interval (16x4 used to run from -16 to +44 frames)."""
+    spec = PreprocessSpec(num_frames=num_frames, frame_interval=interval)
+    offsets = spec.sample_frame_offsets()
+    assert offsets == list(range(first, last + 1, interval))
+    assert keyframe_offsets(spec, 30) == offsets
+    frames = list(range(1000 - 64, 1000 + 64))  # frame numbers around keyframe 1000
+    crop = temporal_center_crop(frames[64 - 32 : 64 + 32], num_frames * interval, interval)
+    assert [f - 1000 for f in crop] == offsets
+
+
 def test_resize_normalize_short_side_and_values() -> None:
     spec = PreprocessSpec(short_side=24, mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 5.0))
     frames = torch.full((2, 3, 48, 80), 50, dtype=torch.uint8)

@@ -55,10 +55,11 @@ def test_frame_folder_sampling_and_clamping(tmp_path: Path) -> None:
     spec8 = PreprocessSpec(
         num_frames=8, frame_interval=4, short_side=8, mean=(0, 0, 0), std=(1, 1, 1)
     )
-    wide = FrameFolderReader(spec, spec8)  # offsets -3, -1, 0, 1, 3, 4, 5, 7 (rounded)
-    assert wide.offsets == [-3, -1, 0, 1, 3, 4, 5, 7]
-    assert frame_values(reader_clip(wide, 0)) == [1, 1, 1, 2, 4, 5, 6, 8]  # clamped at frame 1
-    assert frame_values(reader_clip(wide, 3.5)) == [33, 35, 36, 37, 39, 40, 40, 40]  # video end
+    # 30 fps offsets -16, -12, ..., 12 (centred window of 32 frames) rounded to 10 fps
+    wide = FrameFolderReader(spec, spec8)
+    assert wide.offsets == [-5, -4, -3, -1, 0, 1, 3, 4]
+    assert frame_values(reader_clip(wide, 0)) == [1, 1, 1, 1, 1, 2, 4, 5]  # clamped at frame 1
+    assert frame_values(reader_clip(wide, 3.9)) == [35, 36, 37, 39, 40, 40, 40, 40]  # video end
     with pytest.raises(FileNotFoundError):
         reader_clip(reader, 9)
 
