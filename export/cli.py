@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -15,8 +15,10 @@ from fbil.export import check
 from fbil.export.onnx_export import DEFAULT_OPSET, export_onnx
 from fbil.export.torchscript_export import export_torchscript
 from fbil.export.triton import write_triton_repository
+from fbil.model import artifact
 from fbil.model.checkpoint import CheckpointError, load_model, sha256_file
 from fbil.model.config import ConfigError
+from fbil.model.detector import FBILDetector
 
 FORMATS = ("onnx", "torchscript", "all")
 
@@ -88,29 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     tolerance = check.FP16_TOLERANCE if args.fp16 else check.FP32_TOLERANCE
-    frames = metadata.preprocess.num_frames
     written: list[Path] = []
     try:
         if args.format in ("onnx", "all"):
             start = _step(f"exporting ONNX (opset {args.opset})")
             path = export_onnx(
-                detector,
-                metadata,
-                args.out / "model.onnx",
-                opset=args.opset,
-                fp16=args.fp16,
+                detector, metadata, args.out / "model.onnx", opset=args.opset, fp16=args.fp16,
                 extra_metadata=extra,
-            )
+            )  # fmt: skip
             written.append(path)
             _done(start)
             if args.check:
-                start = _step("checking ONNX with onnxruntime (CPU) against eager")
-                results = check.compare(
-                    _fresh(args, detector), check.onnx_runner(path), num_frames=frames,
-                    tolerance=tolerance,
-                )  # fmt: skip
-                _report("onnx", results, tolerance)
-                _done(start)
+                _check(args, detector, "onnx", partial(check.onnx_runner, path), tolerance)
             if args.triton:
                 name = re.sub(r"[^A-Za-z0-9_-]", "_", metadata.name)
                 written.append(write_triton_repository(path, args.out / "triton", name))
@@ -123,25 +114,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             written.append(path)
             _done(start)
             if args.check:
-                start = _step("checking TorchScript against eager")
-                results = check.compare(
-                    _fresh(args, detector), check.torchscript_runner(path), num_frames=frames,
-                    tolerance=tolerance,
-                )  # fmt: skip
-                _report("torchscript", results, tolerance)
-                _done(start)
+                runner = partial(check.torchscript_runner, path)
+                _check(args, detector, "torchscript", runner, tolerance)
     except check.CheckFailed as e:
         print(f"fbil-export: check failed: {e}", file=sys.stderr)
         return 1
-    sidecar = args.out / "model.json"
-    sidecar.write_text(json.dumps({**metadata.to_dict(), **extra}, indent=2) + "\n")
-    written.append(sidecar)
+    written.append(artifact.write_sidecar(args.out, metadata, extra))
     for path in written:
         print(f"[fbil-export] wrote {path}")
     return 0
 
 
-def _fresh(args: argparse.Namespace, detector):  # type: ignore[no-untyped-def]
+CHECKED_WITH = {"onnx": "ONNX with onnxruntime (CPU)", "torchscript": "TorchScript"}
+
+
+def _check(
+    args: argparse.Namespace,
+    detector: FBILDetector,
+    kind: str,
+    runner: Callable[[], check.Runner],
+    tolerance: float,
+) -> None:
+    """Compare the artifact ``runner()`` runs with an fp32 eager copy; print the differences."""
+    start = _step(f"checking {CHECKED_WITH[kind]} against eager")
+    eager = _fresh(args, detector)
+    frames = eager.config.preprocess.num_frames
+    results = check.compare(eager, runner(), num_frames=frames, tolerance=tolerance)
+    _report(kind, results, tolerance)
+    _done(start)
+
+
+def _fresh(args: argparse.Namespace, detector: FBILDetector) -> FBILDetector:
     """An fp32 eager copy (fp16 export casts the module it is given in place)."""
     if not args.fp16:
         return detector

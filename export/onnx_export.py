@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,13 +11,11 @@ import torch
 from torch.export import Dim
 
 from fbil.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, ExportedDetector, example_inputs
+from fbil.model import artifact
 from fbil.model.detector import FBILDetector
 from fbil.model.metadata import ModelMetadata
 
-log = logging.getLogger(__name__)
-
 DEFAULT_OPSET = 18
-METADATA_KEY = "fbil"
 
 
 def _dynamic_shapes(alpha: int) -> dict[str, dict[int, Any]]:
@@ -61,7 +57,7 @@ def export_onnx(
 
     Inputs ``clips`` float32 ``(B,3,T,H,W)`` and ``rois`` float32 ``(N,5)``; outputs ``logits``
     and ``scores`` ``(N,C)``; any H, W >= 16; T a multiple of alpha. The model's
-    metadata JSON is stored under the ``fbil`` key of ``metadata_props``.
+    metadata (with ``extra_metadata``) goes into ``metadata_props`` (:mod:`fbil.model.artifact`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,9 +72,7 @@ def export_onnx(
         raise RuntimeError("torch.onnx.export returned no program")
     proto = program.model_proto
     _strip_debug_metadata(proto)
-    doc = {**metadata.to_dict(), **(extra_metadata or {})}
-    props = {METADATA_KEY: json.dumps(doc), "name": metadata.name, "version": metadata.version}
-    for key, value in props.items():
+    for key, value in artifact.onnx_metadata_props(metadata, extra_metadata).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "fbil-export"
@@ -98,12 +92,3 @@ def _strip_debug_metadata(proto: onnx.ModelProto) -> None:
             for attr in node.attribute:
                 graphs += [attr.g] if attr.HasField("g") else []
                 graphs += list(attr.graphs)
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``fbil`` metadata JSON of an exported ONNX file."""
-    proto = onnx.load(str(path), load_external_data=False)
-    for entry in proto.metadata_props:
-        if entry.key == METADATA_KEY:
-            return json.loads(entry.value)
-    raise ValueError(f"{path} carries no '{METADATA_KEY}' metadata")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,9 @@ from typing import Any
 import torch
 
 from fbil.export.wrapper import ExportedDetector, example_inputs
+from fbil.model import artifact
 from fbil.model.detector import FBILDetector
 from fbil.model.metadata import ModelMetadata
-
-METADATA_FILE = "fbil.json"
 
 
 def export_torchscript(
@@ -24,8 +22,9 @@ def export_torchscript(
     fp16: bool = False,
     extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Trace ``forward(clips, rois) -> (logits, scores)`` and save it with the metadata JSON as
-    the extra file ``fbil.json``. Loading needs torch and torchvision (for ``roi_align``)."""
+    """Trace ``forward(clips, rois) -> (logits, scores)`` and save it with the metadata (and
+    ``extra_metadata``) as an extra file (:mod:`fbil.model.artifact`). Loading needs torch and
+    torchvision (for ``roi_align``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = ExportedDetector(detector, fp16=fp16).eval()
@@ -34,12 +33,5 @@ def export_torchscript(
         traced = torch.jit.trace(
             module, example_inputs(metadata.preprocess.num_frames), check_trace=False
         )
-    doc = {**metadata.to_dict(), **(extra_metadata or {})}
-    traced.save(str(path), _extra_files={METADATA_FILE: json.dumps(doc)})
+    traced.save(str(path), _extra_files=artifact.torchscript_extra_files(metadata, extra_metadata))
     return path
-
-
-def read_torchscript_metadata(path: str | Path) -> dict[str, Any]:
-    extra = {METADATA_FILE: ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    return json.loads(extra[METADATA_FILE])

@@ -25,8 +25,8 @@ _EXPORTS = {
     "ModelMetadata": "metadata",
     "PreprocessSpec": "preprocess",
 }
-_SUBMODULES = {"backbone", "checkpoint", "config", "detector", "head", "labels", "masks",
-               "metadata", "preprocess", "training"}  # fmt: skip
+_SUBMODULES = {"artifact", "backbone", "checkpoint", "config", "detector", "head", "labels",
+               "masks", "metadata", "preprocess", "training"}  # fmt: skip
 
 __all__ = [
     "CheckpointError",

@@ -6,14 +6,14 @@ Three inputs are understood:
   keys ``module.backbone.module.*`` / ``module.head.module.*`` from DistributedDataParallel);
 * ``backbone``: a bare SlowFast pretrain file (keys of the SlowFast module), backbone only;
 * ``fbil``: our format, a safetensors file whose metadata embeds the config, labels and
-  preprocessing (:class:`ModelMetadata`), so one file is enough to serve. A torch file holding
+  preprocessing (:class:`ModelMetadata`, stored as :mod:`fbil.model.artifact` says), so one
+  file is enough to serve. A torch file holding
   ``backbone.*``/``head.*`` keys is also read as ``fbil`` (without embedded metadata).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import pickle
@@ -26,14 +26,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor, nn
 
+from fbil.model import artifact
 from fbil.model.config import FBILConfig, load_config
 from fbil.model.detector import FBILDetector
 from fbil.model.labels import ava_v22
 from fbil.model.metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
-
-METADATA_KEY = "fbil"
 
 # (source prefix, our prefix), first match wins: the one explicit remapping table
 KEY_PREFIXES: tuple[tuple[str, str], ...] = (
@@ -74,12 +73,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _is_safetensors(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
-
-
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read a weights file: ``(state_dict, safetensors metadata or {})``.
 
@@ -89,7 +82,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if _is_safetensors(path):
+    if artifact.is_safetensors(path):
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -191,20 +184,8 @@ def load_checkpoint(
             log.info("backbone pretrain %s: ignored %d non-backbone keys", path, len(ignored))
         return CheckpointInfo(kind, None, tuple(ignored))
     load_into(detector, state, strict=strict, what=f"checkpoint {path}")
-    metadata = None
-    if METADATA_KEY in meta:
-        metadata = ModelMetadata.from_dict(json.loads(meta[METADATA_KEY]))
-    return CheckpointInfo(kind, metadata)
-
-
-def read_metadata(path: str | os.PathLike) -> ModelMetadata | None:
-    """The metadata embedded in one of our safetensors files (None for other files)."""
-    path = Path(path)
-    if not path.is_file() or not _is_safetensors(path):
-        return None
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return ModelMetadata.from_dict(json.loads(meta[METADATA_KEY])) if METADATA_KEY in meta else None
+    doc = artifact.document_from_entries(meta, path)
+    return CheckpointInfo(kind, None if doc is None else artifact.to_metadata(doc, path))
 
 
 def load_model(
@@ -214,7 +195,7 @@ def load_model(
     strict: bool = True,
 ) -> tuple[FBILDetector, ModelMetadata]:
     """Build a detector and load weights: the config embedded in the file, else ``config``."""
-    embedded = read_metadata(path)
+    embedded = artifact.read_safetensors_metadata(path)
     if isinstance(config, (str, os.PathLike)):
         config = load_config(config)
     if config is None and embedded is None:
@@ -234,4 +215,4 @@ def load_model(
 def save_model(detector: FBILDetector, metadata: ModelMetadata, path: str | os.PathLike) -> None:
     """Write our servable format: safetensors weights + embedded metadata JSON."""
     state = {k: v.detach().contiguous().cpu() for k, v in detector.state_dict().items()}
-    save_file(state, str(path), metadata={METADATA_KEY: json.dumps(metadata.to_dict())})
+    save_file(state, str(path), metadata=artifact.safetensors_metadata(metadata))

@@ -7,10 +7,10 @@ eager PyTorch model. Each reads the model's metadata (labels, preprocessing) fro
 
 from __future__ import annotations
 
-import json
 import logging
 import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fbil.model import ModelMetadata, load_model
+from fbil.model import ModelMetadata, artifact, load_model
 
 log = logging.getLogger(__name__)
-
-METADATA_KEY = "fbil"  # ONNX metadata_props key
-TORCHSCRIPT_METADATA = "fbil.json"  # TorchScript extra file
-SIDECAR = "model.json"
 ONNX_SUFFIXES = {".onnx"}
 TORCHSCRIPT_SUFFIXES = {".torchscript", ".ts"}
 
@@ -103,12 +99,12 @@ class TorchScriptRuntime(Runtime):
 
     def __init__(self, path: Path, device: str = "auto") -> None:
         self.device = resolve_device(device)
-        extra = {TORCHSCRIPT_METADATA: ""}
+        files = {artifact.TORCHSCRIPT_FILE: ""}
         try:
-            self.module = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
+            self.module = torch.jit.load(str(path), map_location=self.device, _extra_files=files)
         except RuntimeError as e:
             raise RuntimeLoadError(f"{path} is not a loadable TorchScript file: {e}") from e
-        super().__init__(_metadata_from_json(extra[TORCHSCRIPT_METADATA], path))
+        super().__init__(_metadata(path, lambda: artifact.document_from_extra_files(files, path)))
         self.module.eval()
 
     def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
@@ -143,15 +139,12 @@ class OnnxRuntime(Runtime):
         except Exception as e:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(f"{path} is not a loadable ONNX model: {e}") from e
         props = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY in props:
-            metadata = _metadata_from_json(props[METADATA_KEY], path)
-        elif (path.parent / SIDECAR).is_file():
-            metadata = _metadata_from_json((path.parent / SIDECAR).read_text("utf-8"), path)
-        else:
-            raise RuntimeLoadError(
-                f"{path} carries no metadata (ONNX metadata_props {METADATA_KEY!r}) "
-                f"and has no {SIDECAR} next to it"
-            )
+        metadata = _metadata(
+            path,
+            lambda: artifact.onnx_document(path, props),
+            f" (ONNX metadata_props {artifact.METADATA_KEY!r}) and has no "
+            f"{artifact.SIDECAR} next to it",
+        )
         super().__init__(metadata)
 
     def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
@@ -182,13 +175,18 @@ def _cuda_present() -> bool:
     return torch.cuda.is_available()
 
 
-def _metadata_from_json(text: str, path: Path) -> ModelMetadata:
-    if not text:
-        raise RuntimeLoadError(f"{path} carries no FBIL metadata")
+def _metadata(
+    path: Path, read: Callable[[], artifact.Document | None], where: str = ""
+) -> ModelMetadata:
+    """The metadata ``read()`` finds for the model file ``path``, else :class:`RuntimeLoadError`
+    (``where``: where it was looked for)."""
     try:
-        return ModelMetadata.from_dict(json.loads(text))
-    except (ValueError, KeyError, TypeError) as e:
-        raise RuntimeLoadError(f"{path}: unreadable FBIL metadata: {e}") from e
+        doc = read()
+        if doc is None:
+            raise RuntimeLoadError(f"{path} carries no FBIL metadata{where}")
+        return artifact.to_metadata(doc, path)
+    except artifact.MetadataError as e:
+        raise RuntimeLoadError(str(e)) from e
 
 
 def backend_for(path: Path) -> str:

@@ -14,8 +14,7 @@ import torch
 
 from fbil import model
 from fbil.export import check
-from fbil.export.onnx_export import read_onnx_metadata
-from fbil.export.torchscript_export import read_torchscript_metadata
+from fbil.model import artifact
 
 TOL = 1e-4
 
@@ -78,10 +77,11 @@ def test_check_detects_a_wrong_artifact(parity_artifacts, eager):
 
 
 def test_metadata_everywhere(parity_artifacts, reference):
-    onnx_meta = read_onnx_metadata(parity_artifacts / "model.onnx")
-    ts_meta = read_torchscript_metadata(parity_artifacts / "model.torchscript.pt")
+    onnx_meta = artifact.read_onnx_document(parity_artifacts / "model.onnx")
+    ts_meta = artifact.read_torchscript_document(parity_artifacts / "model.torchscript.pt")
     sidecar = json.loads((parity_artifacts / "model.json").read_text())
     for doc in (onnx_meta, ts_meta, sidecar):
+        assert doc is not None
         meta = model.ModelMetadata.from_dict(doc)  # enough to serve: config, labels, preprocess
         assert len(meta.labels) == 60 and meta.labels[0].name == "bend/bow (at the waist)"
         assert meta.preprocess.num_frames == 32 and meta.preprocess.short_side == 256
@@ -89,7 +89,7 @@ def test_metadata_everywhere(parity_artifacts, reference):
             reference("parity_tiny", "checkpoint.pth.tar")
         )
         assert doc["exporter"]["name"] == "fbil-export"
-    assert onnx_meta == sidecar
+    assert onnx_meta == sidecar == ts_meta
 
 
 def test_torchscript_runs_without_this_repo(parity_artifacts, stored, reference):

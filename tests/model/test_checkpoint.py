@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fbil import model
-from fbil.model.checkpoint import CheckpointError, read_metadata, remap_keys
+from fbil.model.artifact import read_safetensors_metadata
+from fbil.model.checkpoint import CheckpointError, remap_keys
 
 
 def tiny_config() -> model.FBILConfig:
@@ -116,7 +117,7 @@ def test_own_format_roundtrip_embeds_everything(tmp_path, reference, parity_inpu
     assert meta.source_sha256 and len(meta.source_sha256) == 64
     path = tmp_path / "model.safetensors"
     model.save_model(det, meta, path)
-    assert read_metadata(path) == meta
+    assert read_safetensors_metadata(path) == meta
     det2, meta2 = model.load_model(path)  # no config needed: one file is enough
     assert meta2 == meta
     assert meta2.preprocess.num_frames == 32 and meta2.preprocess.short_side == 256
