@@ -63,10 +63,6 @@ class LabelMap:
     def ids(self) -> list[int]:
         return [c.id for c in self.classes]
 
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.classes]
-
     def to_list(self) -> list[dict[str, Any]]:
         return [{"id": c.id, "name": c.name, "type": c.type} for c in self.classes]
 
