@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fbil.model.config import HeadConfig
+from fbil.model.device import default_device
 from fbil.model.head import FBILHead, MultiheadAttention, sine_position_embedding
 from fbil.model.masks import branch_masks, foreground_cells
 
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=str(default_device()))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -15,6 +15,8 @@ _EXPORTS = {
     "load_model": "checkpoint",
     "save_model": "checkpoint",
     "ConfigError": "config",
+    "default_device": "device",
+    "resolve_device": "device",
     "FBILConfig": "config",
     "load_config": "config",
     "FBILDetector": "detector",
@@ -25,8 +27,8 @@ _EXPORTS = {
     "ModelMetadata": "metadata",
     "PreprocessSpec": "preprocess",
 }
-_SUBMODULES = {"artifact", "backbone", "checkpoint", "config", "detector", "head", "labels",
-               "masks", "metadata", "preprocess", "training"}  # fmt: skip
+_SUBMODULES = {"artifact", "backbone", "checkpoint", "config", "detector", "device", "head",
+               "labels", "masks", "metadata", "preprocess", "training"}  # fmt: skip
 
 __all__ = [
     "CheckpointError",
@@ -39,9 +41,11 @@ __all__ = [
     "ava_scores",
     "ava_v22",
     "build_detector",
+    "default_device",
     "load_checkpoint",
     "load_config",
     "load_model",
+    "resolve_device",
     "save_model",
 ]
 
@@ -58,6 +62,7 @@ if TYPE_CHECKING:
     from fbil.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_model
     from fbil.model.config import ConfigError, FBILConfig, load_config
     from fbil.model.detector import FBILDetector, ava_scores, build_detector
+    from fbil.model.device import default_device, resolve_device
     from fbil.model.labels import LabelMap, ava_v22
     from fbil.model.metadata import ModelMetadata
     from fbil.model.preprocess import PreprocessSpec

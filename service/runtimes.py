@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from fbil.model import ModelMetadata, artifact, load_model
+from fbil.model.device import default_device, resolve_device
 
 log = logging.getLogger(__name__)
 ONNX_SUFFIXES = {".onnx"}
@@ -64,12 +65,6 @@ class Runtime(ABC):
                 f"warm-up produced {tuple(scores.shape)} scores (finite: "
                 f"{bool(torch.isfinite(scores).all())}), expected {expected}"
             )
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class EagerRuntime(Runtime):
@@ -166,13 +161,9 @@ def default_onnx_providers(device: str, available: list[str]) -> list[str]:
         wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", *wanted]
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise RuntimeLoadError(f"device {device!r} is not usable with ONNX Runtime")
-    if device == "auto" and not _cuda_present():
+    if device == "auto" and default_device().type != "cuda":
         wanted = ["CPUExecutionProvider"]
     return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-
-
-def _cuda_present() -> bool:
-    return torch.cuda.is_available()
 
 
 def _metadata(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 from fbil.model.checkpoint import load_model
+from fbil.model.device import resolve_device
 from fbil.model.training.ava_eval import FrameMapResult, evaluate_csv
 from fbil.model.training.collate import collate
 from fbil.model.training.datasets import KeyframeDataset, build_entries, clip_reader
@@ -34,7 +34,7 @@ def run_checkpoint(
     if section is None:
         raise ValueError(f"{data_config} has no {split} section")
     detector, metadata = load_model(checkpoint, model_config)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     detector.to(dev)
     pre = metadata.preprocess
     entries = build_entries(section.data, metadata.labels, pre, use_proposals=not gt_boxes)

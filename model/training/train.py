@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from fbil.model.checkpoint import load_checkpoint, remap_keys, save_model
 from fbil.model.detector import FBILDetector
+from fbil.model.device import resolve_device
 from fbil.model.labels import LabelMap, ava_v22
 from fbil.model.metadata import ModelMetadata
 from fbil.model.training.augment import TrainAugment
@@ -75,8 +76,7 @@ def init_distributed(device: str | None = None) -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(kind)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if world > 1 else (dev.index or 0))
         torch.cuda.set_device(dev)

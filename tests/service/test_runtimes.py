@@ -46,11 +46,15 @@ def test_backend_by_suffix_and_content(tmp_path: Path, artifacts: dict[str, Path
     assert backend_for(weights_pt) == "eager"
 
 
-def test_onnx_providers_follow_the_device():
+def test_onnx_providers_follow_the_device(monkeypatch: pytest.MonkeyPatch):
     every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert default_onnx_providers("cpu", every) == ["CPUExecutionProvider"]
     assert default_onnx_providers("cuda", every) == every
     assert default_onnx_providers("cuda:0", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_onnx_providers("auto", every) == ["CPUExecutionProvider"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_onnx_providers("auto", every) == every
 
 
 @pytest.mark.parametrize("backend", ["eager", "torchscript", "onnx"])
