@@ -7,6 +7,7 @@ every ``alpha``-th frame starting at frame 0; lateral fast->slow connections are
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -112,6 +113,16 @@ def _stage(
 
 # per stage: spatial stride, dilation, slow temporal kernel (the fast pathway always uses 3)
 _STAGES = ((1, 1, 1), (2, 1, 1), (2, 1, 3), (1, 2, 3))
+# stride-2 layers between the clip and the feature map: conv1, max pool, the strided stages
+FEATURE_STRIDE_STEPS = 2 + sum(stride == 2 for stride, _, _ in _STAGES)
+
+
+def feature_size(height: int, width: int) -> tuple[int, int]:
+    """Spatial size of both pathways' feature maps for a ``height x width`` clip: each stride-2
+    layer (padded) rounds up, so ``ceil(H / 16)``, ``ceil(W / 16)`` step by step."""
+    for _ in range(FEATURE_STRIDE_STEPS):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+    return height, width
 
 
 class SlowFast(nn.Module):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -11,11 +10,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from fbil.model.backbone import feature_size
 from fbil.model.detector import FBILDetector, valid_feature_size
 from fbil.model.labels import LabelMap
 from fbil.model.training.collate import Batch
-
-FEATURE_STRIDE_STEPS = 4  # four stride-2 layers (conv1, max pool, res3, res4): H/16, rounded up
 
 
 class Detection(NamedTuple):
@@ -26,13 +24,6 @@ class Detection(NamedTuple):
     box: tuple[float, float, float, float]
     action_id: int
     score: float
-
-
-def feature_size(height: int, width: int) -> tuple[int, int]:
-    """Feature-map size of a clip: each stride-2 layer rounds up."""
-    for _ in range(FEATURE_STRIDE_STEPS):
-        height, width = math.ceil(height / 2), math.ceil(width / 2)
-    return height, width
 
 
 def batch_valid_hw(batch: Batch) -> Tensor | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fbil.model.backbone import SlowFast
+from fbil.model.backbone import SlowFast, feature_size
 from fbil.model.config import BackboneConfig
 from fbil.model.training.ava_data import FrameKey
 from fbil.model.training.collate import Sample, collate
-from fbil.model.training.predict import batch_valid_hw, feature_size
+from fbil.model.training.predict import batch_valid_hw
 
 
 def sample(h: int, w: int, boxes: list[list[float]], fill: float) -> Sample:
