@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 
@@ -208,29 +208,48 @@ def _arch_depth(arch: str) -> int:
     return int(m.group(1))
 
 
-def _preprocess_from_published(cfg: dict[str, Any]) -> PreprocessSpec:
-    """Short side, mean/std and temporal crop from the val (else train) augmentation section."""
-    spec = PreprocessSpec()
-    for section in ("val", "train"):
-        aug = (cfg.get(section) or {}).get("augmentation") or {}
-        if not aug:
-            continue
-        updates: dict[str, Any] = {}
+class Augmentation(NamedTuple):
+    """What a published ``augmentation`` section says: the clip preprocessing, and whether
+    training flips clips horizontally."""
+
+    preprocess: PreprocessSpec
+    flip: bool
+
+
+def parse_augmentation(aug: dict[str, Any] | None, base: PreprocessSpec) -> Augmentation:
+    """A published ``augmentation`` section applied to ``base``: ``spatial`` ``Scale.resize``
+    (short side), ``Normalize.mean/std`` and ``RandomHorizontalFlip``; ``temporal``
+    ``TemporalCenterCrop.size/step`` (``size // step`` frames ``step`` apart). Other
+    transforms leave the preprocessing as it is."""
+    aug = aug or {}
+    pre, flip = base, False
+    try:
         for t in aug.get("spatial") or []:
             kw = t.get("kwargs") or {}
             if t.get("type") == "Scale" and "resize" in kw:
-                updates["short_side"] = int(kw["resize"])
+                pre = replace(pre, short_side=int(kw["resize"]))
             elif t.get("type") == "Normalize":
-                updates["mean"] = tuple(float(v) for v in kw["mean"])
-                updates["std"] = tuple(float(v) for v in kw["std"])
+                mean, std = (tuple(float(v) for v in kw[k]) for k in ("mean", "std"))
+                pre = replace(pre, mean=mean, std=std)
+            elif t.get("type") == "RandomHorizontalFlip":
+                flip = True
         temporal = aug.get("temporal") or {}
-        kw = temporal.get("kwargs") or {}
-        if temporal.get("type") == "TemporalCenterCrop" and "size" in kw:
+        if temporal.get("type") == "TemporalCenterCrop":
+            kw = temporal.get("kwargs") or {}
             step = int(kw.get("step", 1))
-            updates["num_frames"] = int(kw["size"]) // step
-            updates["frame_interval"] = step
-        return replace(spec, **updates)
-    return spec
+            pre = replace(pre, num_frames=int(kw["size"]) // step, frame_interval=step)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"invalid augmentation {aug!r}: {e!r}") from e
+    return Augmentation(pre, flip)
+
+
+def _preprocess_from_published(cfg: dict[str, Any]) -> PreprocessSpec:
+    """The preprocessing of the val (else train) augmentation section."""
+    for section in ("val", "train"):
+        aug = (cfg.get(section) or {}).get("augmentation")
+        if aug:
+            return parse_augmentation(aug, PreprocessSpec()).preprocess
+    return PreprocessSpec()
 
 
 def config_from_published(cfg: dict[str, Any]) -> FBILConfig:

@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from fbil.model.config import ConfigError, FBILConfig, config_from_published
+from fbil.model.config import ConfigError, FBILConfig, config_from_published, parse_augmentation
 from fbil.model.preprocess import PreprocessSpec
 from fbil.model.training.ava_data import FrameLayout
 from fbil.model.training.datasets import VIDEO_EXTENSIONS, DataSpec
@@ -225,26 +225,7 @@ def data_spec(section: dict[str, Any]) -> DataSpec:
 
 def _split(section: dict[str, Any], base: PreprocessSpec, *, training: bool) -> SplitConfig:
     data = data_spec(section)
-    aug = section.get("augmentation") or {}
-    pre = base
-    flip = False
-    for t in aug.get("spatial") or []:
-        kw = t.get("kwargs") or {}
-        if t.get("type") == "Scale" and "resize" in kw:
-            pre = replace(pre, short_side=int(kw["resize"]))
-        elif t.get("type") == "Normalize":
-            pre = replace(
-                pre,
-                mean=tuple(float(v) for v in kw["mean"]),
-                std=tuple(float(v) for v in kw["std"]),
-            )
-        elif t.get("type") == "RandomHorizontalFlip":
-            flip = training
-    temporal = aug.get("temporal") or {}
-    if temporal.get("type") == "TemporalCenterCrop":
-        kw = temporal.get("kwargs") or {}
-        step = int(kw.get("step", 1))
-        pre = replace(pre, num_frames=int(kw["size"]) // step, frame_interval=step)
+    pre, flip = parse_augmentation(section.get("augmentation"), base)
     eval_map = section.get("eval_mAP")
     eval_files = None
     if eval_map:
@@ -260,7 +241,7 @@ def _split(section: dict[str, Any], base: PreprocessSpec, *, training: bool) -> 
         batch_size=int(section.get("batch_size", 1)),
         workers=int(section.get("workers", 0)),
         preprocess=pre,
-        flip=flip,
+        flip=flip and training,
         with_label=bool(section.get("with_label", True)),
         eval_files=eval_files,
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fbil import model
-from fbil.model.config import ConfigError, FBILConfig
+from fbil.model.config import ConfigError, FBILConfig, parse_augmentation
+from fbil.model.preprocess import PreprocessSpec
+from fbil.model.training.train_config import load_train_config
 
 
 def test_published_r101_config(reference):
@@ -68,3 +70,29 @@ def test_labels_match_ava_ids(reference):
         name = item.split('name: "')[1].split('"')[0]
         ava_id = int(item.split("id:")[1].split()[0])
         assert labels[labels.index_of(ava_id)].name == name
+
+
+def test_published_augmentation_section():
+    base = PreprocessSpec()
+    aug = {
+        "spatial": [
+            {"type": "Scale", "kwargs": {"resize": 224}},
+            {"type": "RandomHorizontalFlip"},
+            {"type": "Normalize", "kwargs": {"mean": [1, 2, 3], "std": [4, 5, 6]}},
+            {"type": "ToTensor"},
+        ],
+        "temporal": {"type": "TemporalCenterCrop", "kwargs": {"size": 48, "step": 3}},
+    }
+    pre, flip = parse_augmentation(aug, base)
+    assert flip
+    assert (pre.short_side, pre.num_frames, pre.frame_interval) == (224, 16, 3)
+    assert (pre.mean, pre.std) == ((1.0, 2.0, 3.0), (4.0, 5.0, 6.0))
+    assert parse_augmentation(None, base) == (base, False)
+    with pytest.raises(ConfigError, match="size"):
+        parse_augmentation({"temporal": {"type": "TemporalCenterCrop", "kwargs": {}}}, base)
+
+
+def test_model_and_training_read_the_augmentation_alike(reference):
+    """The model config takes its preprocessing from the val section, as training's val split."""
+    path = reference("published_configs", "SLOWFAST_R101_FBIL.yaml")
+    assert load_train_config(path).val.preprocess == model.load_config(path).preprocess
