@@ -11,17 +11,20 @@ values, using ``torch.nn.functional.multi_head_attention_forward`` (what
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fbil.model.config import HeadConfig
-from fbil.model.device import default_device
-from fbil.model.head import FBILHead, MultiheadAttention, sine_position_embedding
-from fbil.model.masks import branch_masks, foreground_cells
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_seconds  # noqa: E402
+from fbil.model.config import HeadConfig  # noqa: E402
+from fbil.model.device import default_device  # noqa: E402
+from fbil.model.head import FBILHead, MultiheadAttention, sine_position_embedding  # noqa: E402
+from fbil.model.masks import branch_masks, foreground_cells  # noqa: E402
 
 
 def _mha(attn: MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor | None):
@@ -60,16 +63,6 @@ def published_style_head(head: FBILHead, slow: Tensor, fast: Tensor, rois: Tenso
         fused = head.fuse(roi_feats[i : i + 1], *branches)
         outputs.append(head.fc(torch.cat((roi_feats[i : i + 1], fused), dim=1)))
     return torch.cat(outputs)
-
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -111,7 +104,8 @@ def main() -> None:
                 published_style_head(head, slow, fast, rois)
                 sync()
 
-            t_ref, t_ours = _time(run_ref, args.repeats), _time(run_ours, args.repeats)
+            t_ref = median_seconds(run_ref, args.repeats)
+            t_ours = median_seconds(run_ours, args.repeats)
             print(
                 f"{n:>6} | {t_ref * 1e3:>18.1f} | {t_ours * 1e3:>9.1f} | "
                 f"{t_ref / t_ours:>7.1f}x | {diff:.1e}"

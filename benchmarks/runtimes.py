@@ -10,19 +10,20 @@ provider). Prints one table with each runtime's ratio to eager.
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from fbil import model
-from fbil.export.onnx_export import export_onnx
-from fbil.export.torchscript_export import export_torchscript
-from fbil.export.wrapper import ExportedDetector, random_inputs
-from fbil.model.config import BackboneConfig, FBILConfig, HeadConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_seconds  # noqa: E402
+from fbil import model  # noqa: E402
+from fbil.export.onnx_export import export_onnx  # noqa: E402
+from fbil.export.torchscript_export import export_torchscript  # noqa: E402
+from fbil.export.wrapper import ExportedDetector, random_inputs  # noqa: E402
+from fbil.model.config import BackboneConfig, FBILConfig, HeadConfig  # noqa: E402
 
 CONFIGS: dict[str, FBILConfig] = {
     "tiny": FBILConfig(
@@ -32,16 +33,6 @@ CONFIGS: dict[str, FBILConfig] = {
     "r50": FBILConfig(backbone=BackboneConfig(depth=50)),
     "r101": FBILConfig(backbone=BackboneConfig(depth=101)),
 }
-
-
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:
@@ -95,9 +86,9 @@ def main() -> None:
                         m(c, r)
                     sync()
 
-                t_eager = _median_ms(run_eager, args.repeats)
-                t_ts = _median_ms(run_ts, args.repeats)
-                t_ort = _median_ms(lambda f=feed, s=session: s.run(None, f), args.repeats)
+                t_eager = median_seconds(run_eager, args.repeats) * 1e3
+                t_ts = median_seconds(run_ts, args.repeats) * 1e3
+                t_ort = median_seconds(lambda f=feed, s=session: s.run(None, f), args.repeats) * 1e3
                 print(
                     f"{name:>6} | {n:>6} | {t_eager:>9.1f} | {t_ts:>14.1f} | "
                     f"{t_eager / t_ts:>5.2f}x | {t_ort:>14.1f} | {t_eager / t_ort:>5.2f}x"

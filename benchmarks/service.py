@@ -25,9 +25,12 @@ from pathlib import Path
 import httpx
 import torch
 
-from fbil.model import ModelMetadata, build_detector, save_model
-from fbil.model.config import FBILConfig
-from fbil.model.preprocess import PreprocessSpec
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import Stopwatch  # noqa: E402
+from fbil.model import ModelMetadata, build_detector, save_model  # noqa: E402
+from fbil.model.config import FBILConfig  # noqa: E402
+from fbil.model.preprocess import PreprocessSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "videos" / "Megamind.avi"
@@ -118,16 +121,16 @@ async def load(url: str, video: bytes, bodies: list[str], concurrency: int, time
             while not queue.empty():
                 body = queue.get_nowait()
                 files = {"video": ("v.avi", video, "video/x-msvideo"), "request": (None, body)}
-                started = time.perf_counter()
+                watch = Stopwatch()
                 r = await client.post("/detect", files=files)
                 if r.status_code == 200:
-                    latencies.append(time.perf_counter() - started)
+                    latencies.append(watch.elapsed())
                 else:
                     failures += 1
 
-        started = time.perf_counter()
+        wall = Stopwatch()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, time.perf_counter() - started, failures
+        return latencies, wall.elapsed(), failures
 
 
 def percentile(values: list[float], q: int) -> float:
