@@ -20,10 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import torch.distributed as dist
-
 from fbil.model.config import ConfigError
-from fbil.model.training.train_config import load_train_config
 
 PROG = "fbil-train"
 AUTO = "auto"
@@ -55,13 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "synth":
-        from fbil.model.training import synth  # noqa: PLC0415 (optional, heavy; only for this subcommand)
+        # PyAV and the drawing code: only this subcommand needs them
+        from fbil.model.training import synth  # noqa: PLC0415
 
         return int(synth.main(args_list[1:]) or 0)
     try:
         args = build_parser().parse_args(args_list)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    # torch and PyAV start here, after parsing (the config's data specs and the trainer import
+    # them), so --help and usage errors answer at once
+    import torch.distributed as dist  # noqa: PLC0415
+
+    from fbil.model.training.train import Trainer, init_distributed  # noqa: PLC0415
+    from fbil.model.training.train_config import load_train_config  # noqa: PLC0415
+
     try:
         cfg = load_train_config(args.config)
     except ConfigError as exc:
@@ -69,8 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.result_path is not None:
         cfg = replace(cfg, result_path=args.result_path)
-
-    from fbil.model.training.train import Trainer, init_distributed  # noqa: PLC0415 (torch start-up after parsing)
 
     ctx = init_distributed(args.device)
     logging.basicConfig(
