@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from fbil.service.video import VideoLimits
+if TYPE_CHECKING:
+    from fbil.service.video import VideoLimits
 
 Backend = Literal["auto", "onnx", "torchscript", "eager"]
 MIB = 1024 * 1024
@@ -100,6 +101,9 @@ class Settings(BaseSettings):
         return self.max_upload_bytes or self.max_video_bytes + MIB
 
     def video_limits(self) -> VideoLimits:
+        # the decoder imports torch and PyAV: not needed to read settings (fbil-serve --help)
+        from fbil.service.video import VideoLimits  # noqa: PLC0415
+
         return VideoLimits(
             max_bytes=self.max_video_bytes,
             max_duration_s=self.max_duration_s,
