@@ -328,6 +328,25 @@ def test_limits(limits: VideoLimits, times, message: str) -> None:
     assert err.value.code == "video_too_large"
 
 
+def test_no_limits(test_videos) -> None:
+    """``limits=None`` (and ``VideoLimits()``) limits nothing: vtest.avi lasts 79.5 s."""
+    path = test_videos / "vtest.avi"
+    with pytest.raises(VideoTooLargeError, match="lasts 79.50 s"):
+        decode_clips(path, [10.0], SPEC, LIMITS)
+    with pytest.raises(KeyframeOutOfRangeError, match="outside 0..60.0 s"):
+        decode_clips(path, [70.0], SPEC, LIMITS)
+    _, [kf] = decode_clips(path, [70.0], SPEC)
+    assert kf.frame_times[16] == 70.0
+    assert probe(path).duration == pytest.approx(79.5)
+    assert probe(path, VideoLimits()) == probe(path, None)
+
+
+@pytest.mark.parametrize("time", [-0.1, math.nan, math.inf])
+def test_keyframe_times_without_limits_are_finite_and_not_negative(time: float) -> None:
+    with pytest.raises(KeyframeOutOfRangeError, match="outside 0 s and up"):
+        decode_clips(_mjpeg(30), [time], SPEC)
+
+
 def _forged_mjpeg() -> bytes:
     """An AVI whose header (and first 5 frames) say 160x96, then 1280x768 JPEG frames."""
     buf = io.BytesIO()
