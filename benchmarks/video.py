@@ -10,14 +10,16 @@ Methods, all from the file's bytes, all producing the same ``(3, T, H, W)`` clip
 
 * ``naive``: decode the whole file and convert every frame, then pick the samples (the
   baseline the ratios are against);
-* ``no seek``: the service's sampler decoding from the start of the file, converting only
+* ``no seek``: a streaming sampler (here) decoding from the start of the file, converting only
   the frames it picks (it stops after the last needed frame);
-* ``windowed``: ``service.video.decode_keyframes`` (seek to the key frame before the first
+* ``windowed``: ``fbil.model.video.decode_clips`` (seek to the key frame before the first
   sample, decode to the last, convert only the picked frames).
 
-Timings split into decoding (demux + decode, waiting on ffmpeg's threads) and preprocessing
-(RGB conversion, resize, normalisation); the rest is sampling and copying into the clips.
-Times are medians over ``--repeat`` warm runs after the cold run that measures memory.
+The first two convert frames as ``decode_clips`` does, with :mod:`fbil.model.preprocess`.
+Timings split into decoding (demux + decode, waiting on ffmpeg's threads; timed around PyAV's
+``demux`` and ``Packet.decode`` by wrapping ``av.open``) and the rest: RGB conversion, resize,
+normalisation, sampling and copying into the clips. Times are medians over ``--repeat`` warm
+runs after the cold run that measures memory.
 ``--threads`` sets torch's intra-op threads in the workers (default: torch's own choice); on a
 machine already busy, 1 thread avoids OpenMP oversubscription, which can slow the resize ~10x.
 """
@@ -27,15 +29,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import torch
@@ -43,8 +45,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baseline import nearest_clips  # noqa: E402
-from fbil.model.preprocess import PreprocessSpec  # noqa: E402
-from fbil.service import video  # noqa: E402
+from fbil.model.preprocess import PreprocessSpec, normalize, resize, scaled_size  # noqa: E402
+from fbil.model.video import VideoLimits, decode_clips  # noqa: E402
 
 VIDEO = Path(__file__).resolve().parents[1] / "tests" / "data" / "videos" / "vtest.avi"
 REQUESTS = {  # name: keyframe times in seconds (vtest.avi: 79.5 s, 10 fps, a key frame each 25 s)
@@ -55,71 +57,135 @@ REQUESTS = {  # name: keyframe times in seconds (vtest.avi: 79.5 s, 10 fps, a ke
 }
 METHODS = ("naive", "no seek", "windowed")
 SPEC = PreprocessSpec()
-LIMITS = video.VideoLimits(max_duration_s=120.0)
+LIMITS = VideoLimits(max_duration_s=120.0)
 
 
 # --------------------------------------------------------------------------- instrumentation
 
 
 class Counters:
-    """Seconds spent in decoding and preprocessing, and frames decoded and converted."""
+    """Seconds spent decoding, frames decoded and frames converted."""
 
     def __init__(self) -> None:
-        self.decode_s = self.preprocess_s = 0.0
+        self.decode_s = 0.0
         self.decoded = self.converted = 0
 
 
 COUNTERS = Counters()
+_OPEN = av.open
 
 
-def _instrument() -> None:
-    """Wrap the service's frame source and converter with timers (per-frame overhead ~1 us)."""
-    frames, call = video._decoded_frames, video._Converter.__call__
+class _TimedPacket:
+    """A packet whose ``decode`` is timed and counts the frames it gives."""
 
-    def timed_frames(*args):
-        source = frames(*args)
+    def __init__(self, packet: av.Packet) -> None:
+        self._packet = packet
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._packet, name)
+
+    def decode(self) -> list:
+        start = time.perf_counter()
+        frames = self._packet.decode()
+        COUNTERS.decode_s += time.perf_counter() - start
+        COUNTERS.decoded += len(frames)
+        return frames
+
+
+class _TimedContainer:
+    """A container whose ``demux`` is timed and yields :class:`_TimedPacket`."""
+
+    def __init__(self, container: av.container.InputContainer) -> None:
+        self._container = container
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def __enter__(self) -> _TimedContainer:
+        self._container.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._container.__exit__(*exc)
+
+    def demux(self, *args: Any, **kwargs: Any) -> Iterator[_TimedPacket]:
+        packets = self._container.demux(*args, **kwargs)
         while True:
             start = time.perf_counter()
             try:
-                frame = next(source)
+                packet = next(packets)
             except StopIteration:
                 COUNTERS.decode_s += time.perf_counter() - start
                 return
             COUNTERS.decode_s += time.perf_counter() - start
-            COUNTERS.decoded += 1
-            yield frame
-
-    def timed_call(self, frame):
-        start = time.perf_counter()
-        out = call(self, frame)
-        COUNTERS.preprocess_s += time.perf_counter() - start
-        COUNTERS.converted += 1
-        return out
-
-    video._decoded_frames = timed_frames
-    video._Converter.__call__ = timed_call
+            yield _TimedPacket(packet)
 
 
-def naive(data: bytes, times: list[float]) -> list[torch.Tensor]:
-    """Decode the whole file, convert and resize every frame, then pick the samples."""
-    convert = video._Converter(SPEC)
-    frames = []
+def _instrument() -> None:
+    """Every container PyAV opens (ours and ``decode_clips``'s) times its demuxing and
+    decoding (per-packet overhead ~1 us)."""
+    av.open = lambda *args, **kwargs: _TimedContainer(_OPEN(*args, **kwargs))
+
+
+def _decoded(data: bytes) -> Iterator[tuple[float, av.VideoFrame]]:
+    """``(seconds from the stream start, frame)`` for every frame, in order."""
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         origin = stream.start_time or 0
-        for frame in video._decoded_frames(container, stream):
-            frames.append((float((frame.pts - origin) * stream.time_base), convert(frame)))
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                yield float((frame.pts - origin) * stream.time_base), frame
+
+
+class _Convert:
+    """Decoded frame -> normalised ``(3, H, W)``, as ``decode_clips`` converts it (no rotation:
+    vtest.avi has none)."""
+
+    def __call__(self, frame: av.VideoFrame) -> torch.Tensor:
+        COUNTERS.converted += 1
+        size = scaled_size(frame.height, frame.width, SPEC.short_side)
+        rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+        return normalize(resize(rgb, size), SPEC)
+
+
+def naive(data: bytes, times: list[float]) -> list[torch.Tensor]:
+    """Decode the whole file, convert and resize every frame, then pick the samples."""
+    convert = _Convert()
+    frames = [(t, convert(frame)) for t, frame in _decoded(data)]
     return nearest_clips(frames, times, SPEC)
 
 
 def no_seek(data: bytes, times: list[float]) -> list[torch.Tensor]:
-    result = video._decode(data, times, SPEC, LIMITS, "torch", seek=False, gap_s=math.inf)
-    return [kf.clip for kf in result[1]]
+    """Stream from the start; each sample time takes the nearest frame (ties to the earlier),
+    converted once when first picked; stop once every sample time is settled."""
+    convert = _Convert()
+    offsets = SPEC.sample_offsets()
+    samples = sorted((t + off, k, j) for k, t in enumerate(times) for j, off in enumerate(offsets))
+    picks: list[list[torch.Tensor | None]] = [[None] * len(offsets) for _ in times]
+    prev: list[Any] = []  # [time, frame, converted or None] of the previous frame
+    n = 0
+    for t, frame in _decoded(data):
+        current: list[Any] = [t, frame, None]
+        while n < len(samples) and samples[n][0] <= t:
+            sample, k, j = samples[n]
+            best = prev if prev and sample - prev[0] <= t - sample else current
+            best[2] = best[2] if best[2] is not None else convert(best[1])
+            picks[k][j] = best[2]
+            n += 1
+        prev = current
+        if n == len(samples):
+            break
+    for _, k, j in samples[n:]:  # past the last frame: repeat it
+        prev[2] = prev[2] if prev[2] is not None else convert(prev[1])
+        picks[k][j] = prev[2]
+    return [torch.stack(clip, dim=1) for clip in picks]  # type: ignore[arg-type]
 
 
 def windowed(data: bytes, times: list[float]) -> list[torch.Tensor]:
-    return [kf.clip for kf in video.decode_keyframes(data, times, SPEC, LIMITS)[1]]
+    clips = decode_clips(data, times, SPEC, LIMITS)[1]
+    COUNTERS.converted += len({t for c in clips for t in c.frame_times})  # each converted once
+    return [c.clip for c in clips]
 
 
 RUNNERS: dict[str, Callable[[bytes, list[float]], list[torch.Tensor]]] = {
@@ -179,12 +245,11 @@ def worker(method: str, times: list[float], repeat: int, threads: int) -> dict[s
             checksum = float(sum(c.double().sum() for c in clips))
             del clips
             continue
-        runs.append((wall, COUNTERS.decode_s, COUNTERS.preprocess_s))
-    wall, decode_s, preprocess_s = (statistics.median(r[k] for r in runs) for k in range(3))
+        runs.append((wall, COUNTERS.decode_s))
+    wall, decode_s = (statistics.median(r[k] for r in runs) for k in range(2))
     return {
         "wall_s": wall,
         "decode_s": decode_s,
-        "preprocess_s": preprocess_s,
         "decoded": COUNTERS.decoded,
         "converted": COUNTERS.converted,
         "clip_frames": SPEC.num_frames * len(times),
@@ -222,10 +287,10 @@ def main() -> None:
     )
     print(
         "| request | method | ms | speed-up vs naive | frames decoded | decoded frames/s "
-        "| clip frames/s | decode ms | preprocess ms | other ms | preprocess / decode "
-        "| peak RSS delta MB | RSS vs naive |"
+        "| frames converted | clip frames/s | decode ms | rest ms | peak RSS delta MB "
+        "| RSS vs naive |"
     )
-    print("|---" * 13 + "|")
+    print("|---" * 12 + "|")
     for name, times in REQUESTS.items():
         results = {m: measure(m, times, args.repeat, args.threads) for m in METHODS}
         base = results["naive"]
@@ -234,13 +299,13 @@ def main() -> None:
                 base["checksum"]
             ):
                 print(f"<!-- {name} {method}: clips differ from naive -->")
-            wall, decode, prep = r["wall_s"], r["decode_s"], r["preprocess_s"]
-            other = max(0.0, wall - decode - prep)
+            wall, decode = r["wall_s"], r["decode_s"]
+            rest = max(0.0, wall - decode)
             print(
                 f"| {name} | {method} | {wall * 1000:.0f} | {base['wall_s'] / wall:.1f}x "
-                f"| {r['decoded']} | {r['decoded'] / wall:.0f} | {r['clip_frames'] / wall:.0f} "
-                f"| {decode * 1000:.0f} | {prep * 1000:.0f} | {other * 1000:.0f} "
-                f"| {prep / decode:.2f} | {r['peak_delta_mb']:.0f} "
+                f"| {r['decoded']} | {r['decoded'] / wall:.0f} | {r['converted']} "
+                f"| {r['clip_frames'] / wall:.0f} | {decode * 1000:.0f} | {rest * 1000:.0f} "
+                f"| {r['peak_delta_mb']:.0f} "
                 f"| {r['peak_delta_mb'] / max(base['peak_delta_mb'], 1e-9):.2f} |"
             )
 

@@ -1,4 +1,5 @@
-"""FBIL model: SlowFast backbone, FBIL head, configs, labels and checkpoints.
+"""FBIL model: SlowFast backbone, FBIL head, configs, labels and checkpoints; the video decoding
+and preprocessing that training and serving share (``video``, ``preprocess``).
 
 Names are imported lazily, so tools that only need e.g. ``fbil.model.training.ava_eval`` do not
 pay for importing torch.
@@ -28,7 +29,7 @@ _EXPORTS = {
     "PreprocessSpec": "preprocess",
 }
 _SUBMODULES = {"artifact", "backbone", "checkpoint", "config", "detector", "device", "head",
-               "labels", "masks", "metadata", "preprocess", "training"}  # fmt: skip
+               "labels", "masks", "metadata", "preprocess", "training", "video"}  # fmt: skip
 
 __all__ = [
     "CheckpointError",

@@ -1,9 +1,18 @@
-"""The preprocessing contract a model was trained with (carried in its metadata)."""
+"""The preprocessing contract a model was trained with (carried in its metadata), and the code
+that applies it to RGB frames: :func:`scaled_size`, :func:`resize`, :func:`normalize`.
+
+The video decoder (:mod:`fbil.model.video`) and the training frame readers both use these, so a
+clip is the same whichever way its frames were read.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 AVA_MEAN = (110.63666788, 103.16065604, 96.29023126)
 AVA_STD = (38.7568578, 37.88248729, 40.02898126)
@@ -59,3 +68,36 @@ class PreprocessSpec:
             if k in known:
                 known[k] = tuple(float(v) for v in known[k])
         return cls(**known)
+
+
+def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """``(H, W)`` of a ``height`` x ``width`` frame resized to ``short_side``: the short side
+    to ``short_side``, the long side ``floor(short_side * long / short)`` (the published
+    ``Scale``)."""
+    if width <= height:
+        return short_side * height // width, short_side
+    return short_side, short_side * width // height
+
+
+def resize(rgb: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 RGB ``(3, H, W)`` or ``(N, 3, H, W)`` resized to ``size`` = ``(H', W')``: bilinear,
+    antialiased (torch's uint8 kernel); returned as is when it already has that size."""
+    if tuple(rgb.shape[-2:]) == tuple(size):
+        return rgb
+    batch = rgb if rgb.dim() == 4 else rgb.unsqueeze(0)
+    out = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out if rgb.dim() == 4 else out[0]
+
+
+def normalize(rgb: Tensor, spec: PreprocessSpec) -> Tensor:
+    """RGB in 0-255 with channels at dim -3 -> float32 ``(x - mean) / std``, same shape."""
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
+    return (rgb.float() - mean) / std
+
+
+def frames_to_clip(frames: Tensor, spec: PreprocessSpec) -> Tensor:
+    """uint8 RGB frames ``(T, 3, H, W)`` -> normalised float32 clip ``(3, T, H', W')`` at the
+    spec's short side."""
+    size = scaled_size(frames.shape[-2], frames.shape[-1], spec.short_side)
+    return normalize(resize(frames, size), spec).permute(1, 0, 2, 3).contiguous()

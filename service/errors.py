@@ -1,7 +1,9 @@
 """One error shape for every failure: ``{"error": {"code", "message", "details"}}``.
 
-Domain exceptions map to 4xx/503 here; anything unexpected becomes a bare 500 (logged with the
-request id by :mod:`service.middleware`, never shown to the caller).
+Domain exceptions map to 4xx/503 here (:class:`ServiceError` carries its status, decoding's
+:class:`~fbil.model.video.VideoError` is mapped by :data:`VIDEO_ERROR_STATUS`); anything
+unexpected becomes a bare 500 (logged with the request id by :mod:`fbil.service.middleware`,
+never shown to the caller).
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fbil.service.video import (
-    BadBoxError,
+from fbil.model.video import (
     KeyframeOutOfRangeError,
     NotAVideoError,
     NoVideoStreamError,
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 # most specific first: the first matching class wins
 VIDEO_ERROR_STATUS: tuple[tuple[type[VideoError], int], ...] = (
-    (BadBoxError, 400),
     (VideoTooLargeError, 413),
     (NotAVideoError, 415),
     (NoVideoStreamError, 415),

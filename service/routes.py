@@ -19,7 +19,9 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
 from fbil.model import LabelMap
+from fbil.model.video import Clip, VideoInfo, VideoTooLargeError, decode_clips
 from fbil.service.batching import ClipResult
+from fbil.service.boxes import normalize_boxes
 from fbil.service.errors import (
     BadRequestError,
     ClientDisconnectedError,
@@ -45,7 +47,6 @@ from fbil.service.schemas import (
     VideoOut,
 )
 from fbil.service.state import ServiceState
-from fbil.service.video import Keyframe, VideoInfo, decode_keyframes, normalize_boxes
 
 T = TypeVar("T")
 
@@ -168,7 +169,12 @@ async def model_card(request: Request) -> ModelCard:
             LabelOut(index=i, id=c.id, name=c.name, type=c.type) for i, c in enumerate(meta.labels)
         ],
         preprocess=meta.preprocess.to_dict(),
-        limits={**vars(s.video_limits()), "max_upload_bytes": s.upload_limit},
+        limits={
+            **vars(s.video_limits()),
+            "max_keyframes": s.max_keyframes,
+            "max_boxes_per_keyframe": s.max_boxes_per_keyframe,
+            "max_upload_bytes": s.upload_limit,
+        },
         batching={
             "max_batch_size": s.max_batch_size,
             "max_batch_delay_ms": s.max_batch_delay_ms,
@@ -247,23 +253,32 @@ async def _detect(request: Request, state: ServiceState, started: float) -> Dete
     settings, metrics = state.settings, state.metrics
     runtime = _runtime(state)
     data, body = await _read_form(request)
-    limits = settings.video_limits()
+    if len(body.keyframes) > settings.max_keyframes:
+        raise VideoTooLargeError(
+            f"{len(body.keyframes)} keyframes requested, the limit is {settings.max_keyframes}"
+        )
     loop = asyncio.get_running_loop()
     decode = functools.partial(
-        decode_keyframes,
+        decode_clips,
         data,
         [k.time for k in body.keyframes],
         runtime.metadata.preprocess,
-        limits,
+        settings.video_limits(),
     )
     decode_started = time.perf_counter()
-    info, keyframes = await _unless_disconnected(
+    info, clips = await _unless_disconnected(
         request, loop.run_in_executor(state.decode_pool, decode)
     )
     decode_s = time.perf_counter() - decode_started
     metrics.decode_latency.observe(decode_s)
     boxes = [
-        normalize_boxes([b.box for b in k.boxes], body.box_format, info.width, info.height, limits)
+        normalize_boxes(
+            [b.box for b in k.boxes],
+            body.box_format,
+            info.width,
+            info.height,
+            max_boxes=settings.max_boxes_per_keyframe,
+        )
         for k in body.keyframes
     ]
     metrics.actors.observe(sum(len(b) for b in boxes))
@@ -271,7 +286,7 @@ async def _detect(request: Request, state: ServiceState, started: float) -> Dete
     assert state.batcher is not None
     results: list[ClipResult] = await _unless_disconnected(
         request,
-        state.batcher.submit([keyframes[i].clip for i in used], [boxes[i] for i in used]),
+        state.batcher.submit([clips[i].clip for i in used], [boxes[i] for i in used]),
     )
     by_keyframe = dict(zip(used, results, strict=True))
     batches = {r.batch_id: r.inference_ms for r in results}
@@ -281,8 +296,8 @@ async def _detect(request: Request, state: ServiceState, started: float) -> Dete
         ),
         video=_video_out(info),
         keyframes=[
-            _keyframe_out(body, i, keyframe, by_keyframe.get(i), runtime.metadata.labels)
-            for i, keyframe in enumerate(keyframes)
+            _keyframe_out(body, i, clip, by_keyframe.get(i), runtime.metadata.labels)
+            for i, clip in enumerate(clips)
         ],
         timing_ms=Timing(
             decode=round(decode_s * 1000, 3),
@@ -300,7 +315,7 @@ def _video_out(info: VideoInfo) -> VideoOut:
 def _keyframe_out(
     body: DetectRequest,
     index: int,
-    keyframe: Keyframe,
+    clip: Clip,
     result: ClipResult | None,
     labels: LabelMap,
 ) -> KeyframeOut:
@@ -323,7 +338,7 @@ def _keyframe_out(
                 scores=scores.tolist() if body.all_scores else None,
             )
         )
-    return KeyframeOut(time=keyframe.time, actors=actors)
+    return KeyframeOut(time=clip.time, actors=actors)
 
 
 async def _wait_for_disconnect(request: Request) -> None:

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from fbil.service.video import VideoLimits
+    from fbil.model.video import VideoLimits
 
 Backend = Literal["auto", "onnx", "torchscript", "eager"]
 MIB = 1024 * 1024
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     )
     num_threads: int | None = Field(None, ge=1, description="intra-op threads of the runtime")
 
-    # limits (service/video.py VideoLimits) and uploads
+    # limits: decoding (fbil.model.video.VideoLimits), the request, uploads
     max_video_bytes: int = Field(200 * MIB, ge=1)
     max_upload_bytes: int | None = Field(
         None, ge=1, description="whole request body; default max_video_bytes + 1 MiB"
@@ -101,15 +101,14 @@ class Settings(BaseSettings):
         return self.max_upload_bytes or self.max_video_bytes + MIB
 
     def video_limits(self) -> VideoLimits:
+        """What decoding one uploaded video may cost."""
         # the decoder imports torch and PyAV: not needed to read settings (fbil-serve --help)
-        from fbil.service.video import VideoLimits  # noqa: PLC0415
+        from fbil.model.video import VideoLimits
 
         return VideoLimits(
             max_bytes=self.max_video_bytes,
             max_duration_s=self.max_duration_s,
             max_frame_pixels=self.max_frame_pixels,
-            max_keyframes=self.max_keyframes,
-            max_boxes_per_keyframe=self.max_boxes_per_keyframe,
         )
 
     def resolved_model_path(self) -> Path:

@@ -1,7 +1,7 @@
-"""Published augmentation and frame preprocessing for training clips.
+"""Published augmentation and temporal sampling for training clips.
 
-Clips are float32 ``(3, T, H, W)`` normalised as :class:`model.PreprocessSpec` says (RGB, short
-side resized with antialiased bilinear, ``(x - mean) / std`` in 0-255 units); boxes are
+Clips are float32 ``(3, T, H, W)`` normalised as :class:`~fbil.model.preprocess.PreprocessSpec`
+says (by :func:`fbil.model.preprocess.frames_to_clip` or the video decoder); boxes are
 ``(n, 4)`` float ``[x1, y1, x2, y2]`` normalised to the frame. Random choices come from a
 ``numpy.random.Generator`` made per sample from ``(seed, epoch, index)``
 (:func:`sample_rng`), so they do not depend on worker processes or on where a run resumed.
@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fbil.model.preprocess import PreprocessSpec
@@ -22,25 +21,6 @@ from fbil.model.preprocess import PreprocessSpec
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """Independent, reproducible random stream for one sample of one epoch."""
     return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
-
-
-def scaled_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """``(H, W)`` with the short side at ``short_side``, the long side ``floor``-scaled
-    (the rule of ``service.video`` and the published ``Scale``)."""
-    if width <= height:
-        return short_side * height // width, short_side
-    return short_side, short_side * width // height
-
-
-def resize_normalize(frames: Tensor, spec: PreprocessSpec) -> Tensor:
-    """uint8 RGB ``(T, 3, H, W)`` -> normalised float32 clip ``(3, T, H', W')``."""
-    size = scaled_size(frames.shape[-2], frames.shape[-1], spec.short_side)
-    x = frames
-    if tuple(x.shape[-2:]) != size:
-        x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x.float() - mean) / std).permute(1, 0, 2, 3).contiguous()
 
 
 def keyframe_offsets(spec: PreprocessSpec, fps: float) -> list[int]:

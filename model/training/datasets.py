@@ -4,7 +4,7 @@ A dataset is a list of :class:`KeyframeEntry` (boxes + model class indices per b
 reader:
 
 * ``video``: one video file per ``video_id`` in ``root`` (``<video_id>.<ext>``), decoded on the
-  fly with :func:`service.video.decode_keyframes`; the CSV timestamp is seconds from the video
+  fly with :func:`fbil.model.video.decode_clips`; the CSV timestamp is seconds from the video
   start minus ``time_offset``;
 * ``frames``: extracted JPEG frames ``root/<video_id>/<pattern>`` (:class:`FrameLayout`);
 * ``pickle``: the published annotation pickle; frames ``root/<video>/<format_str % index>``,
@@ -28,8 +28,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from fbil.model.labels import LabelMap
-from fbil.model.preprocess import PreprocessSpec
-from fbil.model.training.augment import TrainAugment, keyframe_offsets, resize_normalize, sample_rng
+from fbil.model.preprocess import PreprocessSpec, frames_to_clip
+from fbil.model.training.augment import TrainAugment, keyframe_offsets, sample_rng
 from fbil.model.training.augment import temporal_center_crop as center_crop
 from fbil.model.training.ava_data import (
     Box,
@@ -43,7 +43,7 @@ from fbil.model.training.ava_data import (
     read_published_pickle,
 )
 from fbil.model.training.collate import Sample
-from fbil.service.video import VideoLimits, decode_keyframes
+from fbil.model.video import decode_clips
 
 DataKind = Literal["video", "frames", "pickle"]
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
@@ -178,9 +178,6 @@ class VideoClipReader:
     def __init__(self, spec: DataSpec, pre: PreprocessSpec) -> None:
         self.root, self.ext, self.pre = spec.root, spec.video_ext, pre
         self.offset = spec.time_offset
-        self.limits = VideoLimits(
-            max_bytes=1 << 40, max_duration_s=1e7, max_keyframes=1, max_boxes_per_keyframe=1 << 16
-        )
         self._paths: dict[str, Path] = {}
 
     def video_path(self, video_id: str) -> Path:
@@ -198,10 +195,8 @@ class VideoClipReader:
 
     def __call__(self, entry: KeyframeEntry) -> Tensor:
         time = entry.key.timestamp - self.offset
-        _, keyframes = decode_keyframes(
-            self.video_path(entry.key.video_id), [time], self.pre, self.limits
-        )
-        return keyframes[0].clip
+        _, [clip] = decode_clips(self.video_path(entry.key.video_id), [time], self.pre)
+        return clip.clip
 
 
 def read_rgb(path: Path) -> Tensor:
@@ -259,7 +254,7 @@ def load_frames(paths: Sequence[Path], pre: PreprocessSpec) -> Tensor:
         if p not in cache:
             cache[p] = read_rgb(p)
     frames = [cache[p] for p in paths]
-    return resize_normalize(torch.stack(frames), pre)
+    return frames_to_clip(torch.stack(frames), pre)
 
 
 def clip_reader(spec: DataSpec, pre: PreprocessSpec) -> ClipReader:

@@ -1,4 +1,4 @@
-"""Box validation and normalisation (service.video.normalize_boxes)."""
+"""Box validation and normalisation (fbil.service.boxes.normalize_boxes)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,33 @@ import math
 import pytest
 import torch
 
-from fbil.service.video import BadBoxError, VideoLimits, VideoTooLargeError, normalize_boxes
+from fbil.model.video import VideoTooLargeError
+from fbil.service.boxes import BadBoxError, normalize_boxes
 
-LIMITS = VideoLimits(max_boxes_per_keyframe=3)
+MAX = 3  # boxes per keyframe
 
 
 def test_pixel_boxes_become_fractions_of_the_frame_in_order() -> None:
-    rois = normalize_boxes([[64, 48, 320, 240], [0, 0, 640, 480]], "pixels", 640, 480, LIMITS)
+    rois = normalize_boxes(
+        [[64, 48, 320, 240], [0, 0, 640, 480]], "pixels", 640, 480, max_boxes=MAX
+    )
     assert rois.dtype == torch.float32
     expected = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]])
     assert torch.allclose(rois, expected)
 
 
 def test_normalized_boxes_pass_through() -> None:
-    rois = normalize_boxes([(0.25, 0.5, 0.75, 1.0)], "normalized", 640, 480, LIMITS)
+    rois = normalize_boxes([(0.25, 0.5, 0.75, 1.0)], "normalized", 640, 480, max_boxes=MAX)
     assert torch.equal(rois, torch.tensor([[0.25, 0.5, 0.75, 1.0]]))
 
 
 def test_boxes_slightly_outside_are_clipped() -> None:
-    rois = normalize_boxes([[-5, -4, 645, 484]], "pixels", 640, 480, LIMITS, tolerance=0.01)
+    rois = normalize_boxes([[-5, -4, 645, 484]], "pixels", 640, 480, max_boxes=MAX, tolerance=0.01)
     assert torch.equal(rois, torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
 
 
 def test_no_boxes() -> None:
-    assert normalize_boxes([], "pixels", 640, 480, LIMITS).shape == (0, 4)
+    assert normalize_boxes([], "pixels", 640, 480, max_boxes=MAX).shape == (0, 4)
 
 
 @pytest.mark.parametrize(
@@ -50,20 +53,27 @@ def test_no_boxes() -> None:
 def test_bad_boxes_name_the_box(box, message: str) -> None:
     boxes = [[0, 0, 10, 10], box]
     with pytest.raises(BadBoxError, match=f"box 1 .*{message}") as err:
-        normalize_boxes(boxes, "pixels", 640, 480, LIMITS, tolerance=0.01)
+        normalize_boxes(boxes, "pixels", 640, 480, max_boxes=MAX, tolerance=0.01)
     assert err.value.code == "bad_box"
 
 
 def test_normalized_box_outside_unit_square() -> None:
     with pytest.raises(BadBoxError, match="box 0 lies outside"):
-        normalize_boxes([[0.1, 0.1, 1.5, 0.9]], "normalized", 640, 480, LIMITS)
+        normalize_boxes([[0.1, 0.1, 1.5, 0.9]], "normalized", 640, 480, max_boxes=MAX)
 
 
 def test_unknown_format() -> None:
     with pytest.raises(BadBoxError, match="unknown box format"):
-        normalize_boxes([[0, 0, 1, 1]], "xywh", 640, 480, LIMITS)  # type: ignore[arg-type]
+        normalize_boxes([[0, 0, 1, 1]], "xywh", 640, 480, max_boxes=MAX)  # type: ignore[arg-type]
 
 
 def test_too_many_boxes() -> None:
-    with pytest.raises(VideoTooLargeError, match="4 boxes given, the limit is 3"):
-        normalize_boxes([[0, 0, 10, 10]] * 4, "pixels", 640, 480, LIMITS)
+    with pytest.raises(VideoTooLargeError, match="4 boxes given, the limit is 3") as err:
+        normalize_boxes([[0, 0, 10, 10]] * 4, "pixels", 640, 480, max_boxes=MAX)
+    assert err.value.code == "video_too_large"
+
+
+def test_box_count_at_the_limit_is_accepted() -> None:
+    boxes = normalize_boxes([[0, 0, 8, 8]] * MAX, "pixels", 160, 96, max_boxes=MAX)
+    assert boxes.shape == (MAX, 4)
+    assert normalize_boxes([[0, 0, 8, 8]] * 40, "pixels", 160, 96).shape == (40, 4)  # no limit

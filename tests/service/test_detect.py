@@ -8,7 +8,8 @@ import pytest
 import torch
 from serving import TinyModel, detect_files, metric_value, serve
 
-from fbil.service.video import VideoLimits, decode_keyframes, normalize_boxes
+from fbil.model.video import decode_clips
+from fbil.service.boxes import normalize_boxes
 
 pytestmark = pytest.mark.anyio
 
@@ -18,8 +19,8 @@ BOXES = [{"box": [100, 40, 300, 500], "id": "p1"}, {"box": [380, 60, 700, 520], 
 def direct_scores(tiny: TinyModel, video: Path, time: float, boxes: list) -> torch.Tensor:
     """The model run directly on the clip tensors the video module makes."""
     spec = tiny.metadata.preprocess
-    info, (keyframe,) = decode_keyframes(video, [time], spec, VideoLimits())
-    norm = normalize_boxes(boxes, "pixels", info.width, info.height, VideoLimits())
+    info, (keyframe,) = decode_clips(video, [time], spec)
+    norm = normalize_boxes(boxes, "pixels", info.width, info.height)
     rois = torch.cat((torch.zeros(len(norm), 1), norm), dim=1)
     with torch.inference_mode():
         return tiny.detector.scores(tiny.detector(keyframe.clip[None], rois))

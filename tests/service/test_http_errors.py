@@ -98,11 +98,18 @@ async def test_too_many_keyframes_or_boxes_are_413(tiny_model: TinyModel, megami
     box = {"box": [100, 40, 300, 500]}
     keyframes = {"keyframes": [{"time": t, "boxes": [box]} for t in (1.0, 2.0, 3.0)]}
     boxes = {"keyframes": [{"time": 1.0, "boxes": [box] * 3}]}
+    at_limit = {"keyframes": [{"time": t, "boxes": [box] * 2} for t in (1.0, 2.0)]}
     async with serve(tiny_model.path, max_keyframes=2, max_boxes_per_keyframe=2) as s:
         r_keyframes = await s.client.post("/detect", files=detect_files(megamind, keyframes))
         r_boxes = await s.client.post("/detect", files=detect_files(megamind, boxes))
+        # the keyframe count is checked before the video is looked at
+        r_not_video = await s.client.post("/detect", files=detect_files(b"text" * 99, keyframes))
+        r_at_limit = await s.client.post("/detect", files=detect_files(megamind, at_limit))
     assert "3 keyframes" in assert_error(r_keyframes, 413, "video_too_large")["message"]
     assert "3 boxes" in assert_error(r_boxes, 413, "video_too_large")["message"]
+    assert "3 keyframes" in assert_error(r_not_video, 413, "video_too_large")["message"]
+    assert r_at_limit.status_code == 200, r_at_limit.text
+    assert [len(k["actors"]) for k in r_at_limit.json()["keyframes"]] == [2, 2]
 
 
 async def test_declared_oversize_upload_is_413_before_reading(

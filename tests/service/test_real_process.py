@@ -22,7 +22,8 @@ from serving import TinyModel
 
 from fbil import model
 from fbil.export.onnx_export import export_onnx
-from fbil.service.video import VideoLimits, decode_keyframes, normalize_boxes
+from fbil.model.video import VideoLimits, decode_clips
+from fbil.service.boxes import normalize_boxes
 
 LIMITS = VideoLimits(max_duration_s=90)
 PARITY = Path(__file__).resolve().parents[3] / "shared" / "reference" / "parity_tiny"
@@ -88,11 +89,11 @@ def _direct_scores(
 ) -> list[torch.Tensor]:
     """Per keyframe: the model run directly on the clips the video module makes."""
     times = [k["time"] for k in request["keyframes"]]
-    info, keyframes = decode_keyframes(video, times, meta.preprocess, LIMITS)
+    info, keyframes = decode_clips(video, times, meta.preprocess, LIMITS)
     out = []
     for spec, keyframe in zip(request["keyframes"], keyframes, strict=True):
         boxes = [b["box"] for b in spec["boxes"]]
-        norm = normalize_boxes(boxes, "pixels", info.width, info.height, LIMITS)
+        norm = normalize_boxes(boxes, "pixels", info.width, info.height)
         rois = torch.cat((torch.zeros(len(norm), 1), norm), dim=1)
         with torch.inference_mode():
             out.append(detector.scores(detector(keyframe.clip.unsqueeze(0), rois)))

@@ -1,4 +1,4 @@
-"""Published augmentation: flip with boxes, box jitter, temporal centre crop, resize."""
+"""Published augmentation: flip with boxes, box jitter, temporal centre crop."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from fbil.model.training.augment import (
     hflip,
     jitter_boxes,
     keyframe_offsets,
-    resize_normalize,
     sample_rng,
-    scaled_size,
     temporal_center_crop,
 )
 
@@ -96,12 +94,3 @@ def test_sample_window_is_centred_on_the_keyframe(num_frames, interval, first, l
     frames = list(range(1000 - 64, 1000 + 64))  # frame numbers around keyframe 1000
     crop = temporal_center_crop(frames[64 - 32 : 64 + 32], num_frames * interval, interval)
     assert [f - 1000 for f in crop] == offsets
-
-
-def test_resize_normalize_short_side_and_values() -> None:
-    spec = PreprocessSpec(short_side=24, mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 5.0))
-    frames = torch.full((2, 3, 48, 80), 50, dtype=torch.uint8)
-    clip = resize_normalize(frames, spec)
-    assert clip.shape == (3, 2, 24, 40) and scaled_size(48, 80, 24) == (24, 40)
-    assert clip[:, 0, 5, 5].tolist() == pytest.approx([20.0, 7.5, 4.0])
-    assert scaled_size(100, 60, 256) == (426, 256)

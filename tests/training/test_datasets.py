@@ -1,5 +1,5 @@
-"""Keyframe entries, clip readers (frame folders, published pickle, video files) and the
-training config reader."""
+"""Keyframe entries, clip readers (frame folders, published pickle, video files; the same clips
+from all three) and the training config reader."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from synthetic_video import HEIGHT, WIDTH, colour_index_image, encode, read_indices
 from torchvision.io import write_png
 
 from fbil.model.labels import ava_v22
@@ -23,6 +25,8 @@ from fbil.model.training.datasets import (
     KeyframeEntry,
     PublishedFrameReader,
     VideoClipReader,
+    build_entries,
+    clip_reader,
     csv_entries,
     pickle_entries,
 )
@@ -150,6 +154,57 @@ def test_video_reader_decodes_around_the_timestamp(tmp_path: Path) -> None:
     assert clip.shape == (3, 4, 8, 10)
     # t = 1 s -> frame 30; offsets (2k - 4) / 30 s -> frames 26, 28, 30, 32 (values 4 * index)
     assert [round(v / 4) for v in frame_values(clip)] == [26, 28, 30, 32]
+
+
+@pytest.fixture(scope="module")
+def three_kinds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DataSpec]:
+    """One 30 fps video of 100 frames that show their index (bars) and RGB stripes, as a
+    lossless video file, as its frames in PNG files and as a published-pickle record of the
+    keyframe at 902 s (AVA timestamps: the clip starts at 900 s, frame files count from 1)."""
+    root = tmp_path_factory.mktemp("three_kinds")
+    images = [colour_index_image(i, WIDTH, HEIGHT) for i in range(100)]
+    (root / "videos").mkdir()
+    pts = [round(i * 1000 / 30) for i in range(100)]
+    video = encode(pts, "ffv1", "matroska", images=images, pix_fmt="bgr0")
+    (root / "videos" / "v.mkv").write_bytes(video)
+    (root / "frames" / "v").mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(root / "frames" / "v" / f"{i + 1:05d}.png")
+    # published records span the keyframe +- 1.5 s: frames 16..106, the middle one 61
+    box = {"bounding_box": [0.1, 0.2, 0.3, 0.4], "label": [0], "person_id": [1]}
+    record = {"video": "v", "time": 902, "start_frame": 16, "n_frames": 91}
+    record |= {"format_str": "%05d.png", "labels": [box]}
+    (root / "ann.pkl").write_bytes(pickle.dumps(([record], [{"id": 12, "name": "stand"}])))
+    csv = root / "ann.csv"
+    csv.write_text("v,0902,0.1,0.2,0.3,0.4,12,1\n")
+    layout = FrameLayout(pattern="{:05d}.png", fps=30, first_timestamp=900, index_base=1)
+    return {
+        "video": DataSpec(kind="video", root=root / "videos", annotations=csv, time_offset=900),
+        "frames": DataSpec(kind="frames", root=root / "frames", annotations=csv, layout=layout),
+        "pickle": DataSpec(kind="pickle", root=root / "frames", annotations=root / "ann.pkl"),
+    }
+
+
+@pytest.mark.parametrize(("num_frames", "interval"), [(32, 2), (16, 4), (8, 8)])
+def test_the_three_data_kinds_give_the_same_clips(three_kinds, num_frames, interval) -> None:
+    """A video file (decoded), its frame folder and its published-pickle entry: the same frames
+    sampled around the keyframe, and bit for bit the same clip."""
+    spec = PreprocessSpec(num_frames=num_frames, frame_interval=interval, short_side=64)
+    labels = ava_v22()
+    clips = {}
+    for kind, data in three_kinds.items():
+        [entry] = build_entries(data, labels, spec, use_proposals=False)
+        assert entry.key == FrameKey("v", 902)
+        clips[kind] = clip_reader(data, spec)(entry)
+    # 902 s is 2.0 s into the video: frame 60 (file 61); samples every `interval` frames from
+    # half the window before it
+    expected = [60 + off for off in spec.sample_frame_offsets()]
+    assert expected[0] == 60 - num_frames * interval // 2 and len(expected) == num_frames
+    assert clips["video"].shape == (3, num_frames, 64, 64 * WIDTH // HEIGHT)
+    for kind, clip in clips.items():
+        assert read_indices(clip, spec, rows=slice(0, 64 * 2 // 5)) == expected, kind
+    assert torch.equal(clips["frames"], clips["video"])
+    assert torch.equal(clips["pickle"], clips["video"])
 
 
 def test_published_config_reads_as_published() -> None:

@@ -30,7 +30,7 @@ from fbil.model.training.synth import (
     keyframe_times,
     main,
 )
-from fbil.service.video import Keyframe, VideoInfo, VideoLimits, decode_keyframes
+from fbil.model.video import Clip, VideoInfo, decode_clips
 
 POSES = {1, 5, 7, 10, 12, 14}
 SPEC = PreprocessSpec(short_side=HEIGHT)  # no resize: clips keep the 320x240 frames
@@ -49,14 +49,14 @@ def plan(world: SynthDataset) -> dict:
 
 
 @pytest.fixture(scope="module")
-def decoded(world: SynthDataset) -> dict[str, tuple[VideoInfo, dict[int, Keyframe]]]:
-    """Every video decoded by the service's decoder at all its annotated timestamps at once."""
+def decoded(world: SynthDataset) -> dict[str, tuple[VideoInfo, dict[int, Clip]]]:
+    """Every video decoded by the shared decoder at all its annotated timestamps at once."""
     times = defaultdict(list)
     for frame in _frames(world):
         times[frame.key.video_id].append(frame.key.timestamp)
     out = {}
     for video_id, ts in times.items():
-        info, keyframes = decode_keyframes(world.videos[video_id], ts, SPEC, VideoLimits())
+        info, keyframes = decode_clips(world.videos[video_id], ts, SPEC)
         out[video_id] = (info, dict(zip(ts, keyframes, strict=True)))
     return out
 

@@ -27,12 +27,13 @@ from synthetic_video import (
 )
 
 from fbil.model.preprocess import PreprocessSpec
-from fbil.service.video import VideoLimits, decode_keyframes, probe
+from fbil.model.video import VideoLimits, decode_clips, probe
 
 SPEC = PreprocessSpec()
 # mean/std far apart per channel, so a channel swap in either one shows
 ODD_SPEC = PreprocessSpec(short_side=160, mean=(0.0, 64.0, 128.0), std=(1.0, 2.0, 4.0))
-LIMITS = VideoLimits()
+# the service's default limits
+LIMITS = VideoLimits(max_bytes=200 * 1024 * 1024, max_duration_s=60.0, max_frame_pixels=3840 * 2160)
 FPS = 25
 FRAMES = 75  # 3.0 s; the last frame starts at 2.96 s
 TIMES = [0.0, 1.3, 3.0]  # both edges; 1.3 s puts samples exactly half-way between frames
@@ -96,7 +97,7 @@ def _stripe(rgb: torch.Tensor, s: int) -> torch.Tensor:
 
 def check_clips(data: bytes, width: int, height: int, spec: PreprocessSpec, tolerance: float):
     """Exact frames per sample time, stripe colours in RGB order, clip size; returns the clips."""
-    info, keyframes = decode_keyframes(data, TIMES, spec, LIMITS)
+    info, keyframes = decode_clips(data, TIMES, spec, LIMITS)
     assert (info.width, info.height, info.fps) == (width, height, FPS)
     assert probe(data, LIMITS).width == width
     frame_times = [Fraction(i, FPS) for i in range(FRAMES)]

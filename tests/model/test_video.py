@@ -1,4 +1,4 @@
-"""Decoding, sampling and preprocessing of video segments (service/video.py)."""
+"""Decoding, sampling and preprocessing of video segments (fbil.model.video)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,22 @@ import torch
 import torch.nn.functional as F
 from synthetic_video import HEIGHT, WIDTH, encode, index_image, nearest_indices, read_indices
 
-from fbil.model.preprocess import PreprocessSpec
-from fbil.service import video
-from fbil.service.video import (
+from fbil.model import video
+from fbil.model.preprocess import PreprocessSpec, resize
+from fbil.model.video import (
     KeyframeOutOfRangeError,
     NotAVideoError,
     NoVideoStreamError,
     UndecodableVideoError,
     VideoLimits,
     VideoTooLargeError,
-    decode_keyframes,
+    decode_clips,
     probe,
 )
 
 SPEC = PreprocessSpec()
-LIMITS = VideoLimits()
+# the service's default limits
+LIMITS = VideoLimits(max_bytes=200 * 1024 * 1024, max_duration_s=60.0, max_frame_pixels=3840 * 2160)
 LONG = VideoLimits(max_duration_s=120.0)  # vtest.avi lasts 79.5 s
 MS = Fraction(1, 1000)
 
@@ -34,7 +35,7 @@ MS = Fraction(1, 1000)
 def check_sampling(data: bytes, pts: list[int], tb: Fraction, times: list[float]) -> None:
     """Every sample of every keyframe shows exactly the frame the reference picks."""
     frame_times = [p * tb for p in pts]
-    info, keyframes = decode_keyframes(data, times, SPEC, LIMITS)
+    info, keyframes = decode_clips(data, times, SPEC, LIMITS)
     assert (info.width, info.height) == (WIDTH, HEIGHT)
     for t, kf in zip(times, keyframes, strict=True):
         expected = nearest_indices(frame_times, Fraction(t), SPEC)
@@ -95,7 +96,7 @@ def test_overlapping_keyframes_decode_in_one_pass(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(video, "_decoded_frames", counting_frames)
     monkeypatch.setattr(video._Converter, "__call__", counting_call)
     times = [4.0, 4.5, 5.0, 5.5]
-    _, keyframes = decode_keyframes(data, times, SPEC, LIMITS)
+    _, keyframes = decode_clips(data, times, SPEC, LIMITS)
     assert len(passes) == 1
     first = min(kf.frame_times[0] for kf in keyframes)
     last = max(kf.frame_times[-1] for kf in keyframes)
@@ -108,7 +109,7 @@ def test_overlapping_keyframes_decode_in_one_pass(monkeypatch: pytest.MonkeyPatc
 
 def test_resize_and_normalise_match_independent_computation(test_videos) -> None:
     path = test_videos / "vtest.avi"  # 768x576 at 10 fps
-    _, [kf] = decode_keyframes(path, [3.0], SPEC, LONG)
+    _, [kf] = decode_clips(path, [3.0], SPEC, LONG)
     assert kf.clip.shape == (3, 32, 256, 341)  # floor(256 * 768 / 576) = 341
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
@@ -134,7 +135,7 @@ def test_display_rotation_is_applied() -> None:
     data = encode([0, 33, 66], "libx264", "mp4", MS, images=[img] * 3, rotation=90)
     info = probe(data, LIMITS)
     assert (info.width, info.height) == (HEIGHT, WIDTH)
-    info, [kf] = decode_keyframes(data, [0.033], SPEC, LIMITS)
+    info, [kf] = decode_clips(data, [0.033], SPEC, LIMITS)
     assert (info.width, info.height) == (HEIGHT, WIDTH)
     assert kf.clip.shape == (3, 32, 256 * WIDTH // HEIGHT, 256)
     mean = torch.tensor(SPEC.mean).view(3, 1, 1)
@@ -155,7 +156,7 @@ def test_display_rotation_is_applied() -> None:
 def test_keyframe_none_is_the_segment_middle() -> None:
     pts = [round(i * 1000 / 30) for i in range(90)]
     data = encode(pts, "libx264", "mp4", MS)
-    _, [kf] = decode_keyframes(data, [None], SPEC, LIMITS)
+    _, [kf] = decode_clips(data, [None], SPEC, LIMITS)
     # the last frame (pts 2967 ms) ends at 3000 ms
     assert kf.time == pytest.approx(1.5, abs=1e-3)
     assert read_indices(kf.clip, SPEC)[16] == 45
@@ -165,13 +166,14 @@ def test_avi_packed_b_frames_use_display_order(test_videos) -> None:
     """Megamind.avi's pts are out of order (1 2 3 5 4 ...); frames keep decoder order."""
     path = test_videos / "Megamind.avi"
     tick = Fraction(125, 2997)
-    _, [kf] = decode_keyframes(path, [5.0], SPEC, LIMITS)
+    _, [kf] = decode_clips(path, [5.0], SPEC, LIMITS)
     grid = [n * tick for n in range(1, 271)]  # frame n of 270 is shown at n ticks
     expected = nearest_indices(grid, Fraction(5), SPEC)
     assert list(kf.frame_times) == pytest.approx([float(grid[i]) for i in expected])
     with av.open(str(path)) as container:  # decoder order, independently of timestamps
         frames = [f for i, f in enumerate(container.decode(video=0)) if i <= max(expected)]
-        ref = [video.resize_rgb(frames[i], (256, 349)) for i in expected]
+        rgb = [torch.from_numpy(frames[i].to_ndarray(format="rgb24")) for i in expected]
+        ref = [resize(x.permute(2, 0, 1), (256, 349)) for x in rgb]
     mean = torch.tensor(SPEC.mean).view(3, 1, 1)
     std = torch.tensor(SPEC.std).view(3, 1, 1)
     for j, rgb in enumerate(ref):
@@ -186,16 +188,14 @@ def test_tree_avi_with_lying_frame_count(test_videos) -> None:
         tb = stream.time_base
         real = [f.pts * tb for f in container.decode(stream)]
     assert len(real) < 100
-    _, keyframes = decode_keyframes(path, [1.0, 15.0, 29.5], SPEC, LIMITS)
+    _, keyframes = decode_clips(path, [1.0, 15.0, 29.5], SPEC, LIMITS)
     for kf in keyframes:
         expected = nearest_indices(real, Fraction(kf.time), SPEC)
         assert list(kf.frame_times) == pytest.approx([float(real[i]) for i in expected])
 
 
 def test_damaged_file_decodes_what_it_can(test_videos) -> None:
-    info, keyframes = decode_keyframes(
-        test_videos / "Megamind_bugy.avi", [1.0, 4.0, 8.0], SPEC, LIMITS
-    )
+    info, keyframes = decode_clips(test_videos / "Megamind_bugy.avi", [1.0, 4.0, 8.0], SPEC, LIMITS)
     assert (info.width, info.height) == (720, 528)
     for kf in keyframes:
         assert torch.isfinite(kf.clip).all()
@@ -237,7 +237,7 @@ def _break_frames(data: bytes, first: int, last: int) -> bytes:
 )
 def test_non_video_bytes(data: bytes) -> None:
     with pytest.raises(NotAVideoError) as err:
-        decode_keyframes(data, [0.0], SPEC, LIMITS)
+        decode_clips(data, [0.0], SPEC, LIMITS)
     assert err.value.code == "not_a_video"
     with pytest.raises(NotAVideoError):
         probe(data, LIMITS)
@@ -246,7 +246,7 @@ def test_non_video_bytes(data: bytes) -> None:
 def test_truncated_files(test_videos) -> None:
     mp4 = encode([round(i * 1000 / 30) for i in range(30)], "libx264", "mp4", MS)
     with pytest.raises(NotAVideoError, match="not a readable video"):  # index (moov) cut off
-        decode_keyframes(mp4[: len(mp4) // 2], [0.5], SPEC, LIMITS)
+        decode_clips(mp4[: len(mp4) // 2], [0.5], SPEC, LIMITS)
     head = (test_videos / "vtest.avi").read_bytes()[:300]
     with pytest.raises(NotAVideoError):
         probe(head, LIMITS)
@@ -273,23 +273,23 @@ def test_audio_only_has_no_video_stream(tmp_path) -> None:
         out.mux(stream.encode(frame))
         out.mux(stream.encode())
     with pytest.raises(NoVideoStreamError, match="audio") as err:
-        decode_keyframes(path, [0.0], SPEC, LIMITS)
+        decode_clips(path, [0.0], SPEC, LIMITS)
     assert err.value.code == "no_video_stream"
 
 
 def test_undecodable_video() -> None:
     data = _break_frames(_mjpeg(10), 0, 9)
     with pytest.raises(UndecodableVideoError) as err:
-        decode_keyframes(data, [0.5], SPEC, LIMITS)
+        decode_clips(data, [0.5], SPEC, LIMITS)
     assert err.value.code == "undecodable_video"
 
 
 def test_keyframe_window_without_decodable_frame() -> None:
     data = _break_frames(_mjpeg(100), 40, 70)  # 10 fps: nothing decodes from 4.0 s to 7.0 s
-    _, [kf] = decode_keyframes(data, [2.0], SPEC, LIMITS)  # before the damage: fine
+    _, [kf] = decode_clips(data, [2.0], SPEC, LIMITS)  # before the damage: fine
     assert read_indices(kf.clip, SPEC)[16] == 20
     with pytest.raises(UndecodableVideoError, match="keyframe 5.5"):
-        decode_keyframes(data, [2.0, 5.5], SPEC, LIMITS)
+        decode_clips(data, [2.0, 5.5], SPEC, LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -305,12 +305,12 @@ def test_keyframe_window_without_decodable_frame() -> None:
 def test_keyframe_out_of_range(times, message: str) -> None:
     data = _mjpeg(30)  # 3.0 s
     with pytest.raises(KeyframeOutOfRangeError, match=message) as err:
-        decode_keyframes(data, times, SPEC, LIMITS)
+        decode_clips(data, times, SPEC, LIMITS)
     assert err.value.code == "keyframe_out_of_range"
 
 
 def test_keyframe_at_the_very_end_is_in_range() -> None:
-    _, [kf] = decode_keyframes(_mjpeg(30), [3.0], SPEC, LIMITS)
+    _, [kf] = decode_clips(_mjpeg(30), [3.0], SPEC, LIMITS)
     assert read_indices(kf.clip, SPEC)[-1] == 29
 
 
@@ -320,13 +320,31 @@ def test_keyframe_at_the_very_end_is_in_range() -> None:
         (VideoLimits(max_bytes=1000), [0.0], "bytes"),
         (VideoLimits(max_duration_s=2.0), [0.0], "lasts 3.00 s"),
         (VideoLimits(max_frame_pixels=WIDTH * HEIGHT - 1), [0.0], "header frame size"),
-        (VideoLimits(max_keyframes=2), [0.0, 1.0, 2.0], "3 keyframes"),
     ],
 )
 def test_limits(limits: VideoLimits, times, message: str) -> None:
     with pytest.raises(VideoTooLargeError, match=message) as err:
-        decode_keyframes(_mjpeg(30), times, SPEC, limits)
+        decode_clips(_mjpeg(30), times, SPEC, limits)
     assert err.value.code == "video_too_large"
+
+
+def test_no_limits(test_videos) -> None:
+    """``limits=None`` (and ``VideoLimits()``) limits nothing: vtest.avi lasts 79.5 s."""
+    path = test_videos / "vtest.avi"
+    with pytest.raises(VideoTooLargeError, match="lasts 79.50 s"):
+        decode_clips(path, [10.0], SPEC, LIMITS)
+    with pytest.raises(KeyframeOutOfRangeError, match="outside 0..60.0 s"):
+        decode_clips(path, [70.0], SPEC, LIMITS)
+    _, [kf] = decode_clips(path, [70.0], SPEC)
+    assert kf.frame_times[16] == 70.0
+    assert probe(path).duration == pytest.approx(79.5)
+    assert probe(path, VideoLimits()) == probe(path, None)
+
+
+@pytest.mark.parametrize("time", [-0.1, math.nan, math.inf])
+def test_keyframe_times_without_limits_are_finite_and_not_negative(time: float) -> None:
+    with pytest.raises(KeyframeOutOfRangeError, match="outside 0 s and up"):
+        decode_clips(_mjpeg(30), [time], SPEC)
 
 
 def _forged_mjpeg() -> bytes:
@@ -353,7 +371,7 @@ def test_forged_header_cannot_bypass_max_pixels() -> None:
     data = _forged_mjpeg()
     limits = VideoLimits(max_frame_pixels=WIDTH * HEIGHT)
     assert (probe(data, limits).width, probe(data, limits).height) == (WIDTH, HEIGHT)
-    _, [kf] = decode_keyframes(data, [0.0], SPEC, VideoLimits())
+    _, [kf] = decode_clips(data, [0.0], SPEC, VideoLimits())
     assert read_indices(kf.clip, SPEC)[-1] == 9  # the big frames are real and decodable
     with pytest.raises(VideoTooLargeError, match="decoded frame size 1280x768"):
-        decode_keyframes(data, [0.0], SPEC, limits)
+        decode_clips(data, [0.0], SPEC, limits)

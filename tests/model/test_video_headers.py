@@ -13,19 +13,19 @@ from fractions import Fraction
 import pytest
 from synthetic_video import HEIGHT, WIDTH, encode, index_image, read_indices
 
+from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec
-from fbil.service import video
-from fbil.service.video import (
+from fbil.model.video import (
     UndecodableVideoError,
     VideoLimits,
     VideoTooLargeError,
-    decode_keyframes,
-    normalize_boxes,
+    decode_clips,
     probe,
 )
 
 SPEC = PreprocessSpec()
-LIMITS = VideoLimits()  # max_frame_pixels 3840 * 2160 = 8294400
+# the service's default limits; max_frame_pixels 3840 * 2160 = 8294400
+LIMITS = VideoLimits(max_bytes=200 * 1024 * 1024, max_duration_s=60.0, max_frame_pixels=3840 * 2160)
 HUGE = (16000, 9000)  # 144 M pixels; ffmpeg itself accepts sizes up to about 16384 x 16384
 
 
@@ -90,7 +90,7 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unpatched_videos_decode(case: str) -> None:
     """The control: before patching, each video decodes at its real size."""
     make, _ = CASES[case]
-    info, [kf] = decode_keyframes(make(), [0.5], SPEC, LIMITS)
+    info, [kf] = decode_clips(make(), [0.5], SPEC, LIMITS)
     assert (info.width, info.height) == (WIDTH, HEIGHT)
     assert read_indices(kf.clip, SPEC)[16] == 5
 
@@ -104,9 +104,9 @@ def test_huge_declared_resolution_is_refused_before_decoding(case: str, no_decod
         probe(data, LIMITS)
     assert err.value.code == "video_too_large"
     with pytest.raises(VideoTooLargeError, match=message):
-        decode_keyframes(data, [0.5], SPEC, LIMITS)
+        decode_clips(data, [0.5], SPEC, LIMITS)
     with pytest.raises(VideoTooLargeError, match=message):
-        decode_keyframes(data, [None], SPEC, LIMITS)  # the demux-only pass checks it too
+        decode_clips(data, [None], SPEC, LIMITS)  # the demux-only pass checks it too
 
 
 @pytest.mark.parametrize(
@@ -133,14 +133,12 @@ def test_size_beyond_ffmpeg_own_limit_is_undecodable() -> None:
     with pytest.raises(UndecodableVideoError, match="no frame"):
         probe(data, LIMITS)
     with pytest.raises(UndecodableVideoError):
-        decode_keyframes(data, [0.5], SPEC, LIMITS)
+        decode_clips(data, [0.5], SPEC, LIMITS)
 
 
-def test_keyframe_and_box_counts_at_the_limit_are_accepted() -> None:
-    """The over-limit side is in test_video.py::test_limits and test_boxes.py."""
+def test_several_keyframes_of_a_small_video() -> None:
+    """The keyframe and box counts of a request are the service's limits
+    (tests/service/test_http_errors.py, test_boxes.py)."""
     data = _small("mjpeg", "avi", "yuvj420p")
-    limits = VideoLimits(max_keyframes=3, max_boxes_per_keyframe=3)
-    _, keyframes = decode_keyframes(data, [0.2, 0.5, 0.8], SPEC, limits)
+    _, keyframes = decode_clips(data, [0.2, 0.5, 0.8], SPEC, LIMITS)
     assert [read_indices(kf.clip, SPEC)[16] for kf in keyframes] == [2, 5, 8]
-    boxes = normalize_boxes([[0, 0, 8, 8]] * 3, "pixels", WIDTH, HEIGHT, limits)
-    assert boxes.shape == (3, 4)

@@ -1,4 +1,5 @@
-"""Far-apart keyframes decode in separate seeking passes, close ones share a pass (video.py).
+"""Far-apart keyframes decode in separate seeking passes, close ones share a pass
+(fbil.model.video).
 
 Grouping must not change a single result: every keyframe's clip is the one a single pass over
 the whole request gives (:func:`_single_pass`, the behaviour before grouping) and the one it
@@ -14,19 +15,20 @@ import pytest
 import torch
 from synthetic_video import encode, nearest_indices, read_indices
 
+from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec
-from fbil.service import video
-from fbil.service.video import (
+from fbil.model.video import (
     REGROUP_GAP_S,
     KeyframeOutOfRangeError,
     UndecodableVideoError,
     VideoError,
     VideoLimits,
-    decode_keyframes,
+    decode_clips,
 )
 
 SPEC = PreprocessSpec()
-LIMITS = VideoLimits()
+# the service's default limits
+LIMITS = VideoLimits(max_bytes=200 * 1024 * 1024, max_duration_s=60.0, max_frame_pixels=3840 * 2160)
 LONG = VideoLimits(max_duration_s=120.0)  # vtest.avi lasts 79.5 s
 MS = Fraction(1, 1000)
 FPS = 10
@@ -34,10 +36,14 @@ GOP = 10  # frames between key frames of the long synthetic video
 
 
 def _single_pass(
-    source: video.Source, times: list[float], limits: VideoLimits, *, seek: bool
-) -> tuple[video.VideoInfo, list[video.Keyframe]]:
-    """All ``times`` in one decode pass, however far apart (no grouping)."""
-    return video._decode(source, times, SPEC, limits, "torch", seek=seek, gap_s=math.inf)
+    source: video.Source, times: list[float], limits: VideoLimits, monkeypatch: pytest.MonkeyPatch
+) -> tuple[video.VideoInfo, list[video.Clip]]:
+    """All ``times`` in one decode pass, however far apart: no gap splits a group. The pass
+    seeks to the key frame before the earliest sample, or starts at the beginning when that
+    sample lies before 0 s."""
+    with monkeypatch.context() as patch:
+        patch.setattr(video, "REGROUP_GAP_S", math.inf)
+        return decode_clips(source, times, SPEC, limits)
 
 
 # 30 s: three groups, given out of order. 0.0 and 29.9 exercise the edges (samples before the
@@ -79,7 +85,7 @@ def _count_decoding(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[in
     return passes, decoded
 
 
-def _assert_same(ours: list[video.Keyframe], reference: list[video.Keyframe]) -> None:
+def _assert_same(ours: list[video.Clip], reference: list[video.Clip]) -> None:
     assert len(ours) == len(reference)
     for a, b in zip(ours, reference, strict=True):
         assert a.time == b.time
@@ -116,7 +122,7 @@ def test_real_keyframe_windows_group_as_expected() -> None:
 def test_far_keyframes_decode_only_around_their_windows(long_video, monkeypatch) -> None:
     data, frame_times = long_video
     passes, decoded = _count_decoding(monkeypatch)
-    info, keyframes = decode_keyframes(data, TIMES, SPEC, LIMITS)
+    info, keyframes = decode_clips(data, TIMES, SPEC, LIMITS)
     assert len(passes) == len(GROUPS)  # one seek per group, no fallback from the start
     for t, kf in zip(TIMES, keyframes, strict=True):  # the caller's order
         expected = nearest_indices(frame_times, Fraction(str(t)), SPEC)
@@ -137,7 +143,8 @@ def test_far_keyframes_decode_only_around_their_windows(long_video, monkeypatch)
     assert round(span * FPS) + 1 == 30 * FPS  # a single pass would have decoded everything
     # the same clips as one pass over the whole request (the behaviour before grouping)
     passes.clear()
-    single_info, single = _single_pass(data, TIMES, LIMITS, seek=False)
+    assert min(TIMES) + SPEC.sample_offsets()[0] < 0  # so the single pass decodes from the start
+    single_info, single = _single_pass(data, TIMES, LIMITS, monkeypatch)
     assert len(passes) == 1
     assert single_info == info
     _assert_same(keyframes, single)
@@ -146,8 +153,8 @@ def test_far_keyframes_decode_only_around_their_windows(long_video, monkeypatch)
 def test_keyframes_out_of_order_come_back_in_callers_order(long_video) -> None:
     data, _ = long_video
     times = [27.0, 3.0, 15.0]
-    _, in_order = decode_keyframes(data, sorted(times), SPEC, LIMITS)
-    _, shuffled = decode_keyframes(data, times, SPEC, LIMITS)
+    _, in_order = decode_clips(data, sorted(times), SPEC, LIMITS)
+    _, shuffled = decode_clips(data, times, SPEC, LIMITS)
     assert [kf.time for kf in shuffled] == times
     by_time = {kf.time: kf for kf in in_order}
     _assert_same(shuffled, [by_time[t] for t in times])
@@ -161,7 +168,7 @@ def test_frames_around_holes_between_groups(holey_video, monkeypatch) -> None:
     times = [4.0, 10.0, 19.9]  # windows end 5.03 s, then 8.9 to 11.03 s, then from 18.8 s
     assert len(video._groups(_windows(times), REGROUP_GAP_S)) == 3
     passes, _ = _count_decoding(monkeypatch)
-    _, keyframes = decode_keyframes(data, times, SPEC, LIMITS)
+    _, keyframes = decode_clips(data, times, SPEC, LIMITS)
     assert len(passes) == 3
     for t, kf in zip(times, keyframes, strict=True):
         expected = nearest_indices(frame_times, Fraction(str(t)), SPEC)
@@ -172,7 +179,7 @@ def test_frames_around_holes_between_groups(holey_video, monkeypatch) -> None:
     assert ten.frame_times[0] == pytest.approx(8.8)  # before its window, from its seek
     assert ten.frame_times[-1] == pytest.approx(11.0)
     assert end.frame_times[-10:] == (pytest.approx(20.0),) * 10
-    _, single = _single_pass(data, times, LIMITS, seek=True)
+    _, single = _single_pass(data, times, LIMITS, monkeypatch)
     _assert_same(keyframes, single)
 
 
@@ -189,13 +196,13 @@ def test_frames_around_holes_between_groups(holey_video, monkeypatch) -> None:
         ([6.9, 25.0], KeyframeOutOfRangeError, "past the segment end"),
     ],
 )
-def test_errors_in_later_groups(holey_video, times, error, message: str) -> None:
+def test_errors_in_later_groups(holey_video, times, error, message: str, monkeypatch) -> None:
     data, _ = holey_video
     assert len(video._groups(_windows(times), REGROUP_GAP_S)) == 2
     with pytest.raises(error, match=message) as grouped:
-        decode_keyframes(data, times, SPEC, LIMITS)
+        decode_clips(data, times, SPEC, LIMITS)
     with pytest.raises(VideoError) as single:
-        _single_pass(data, times, LIMITS, seek=True)
+        _single_pass(data, times, LIMITS, monkeypatch)
     assert (type(grouped.value), str(grouped.value)) == (type(single.value), str(single.value))
 
 
@@ -209,13 +216,13 @@ def test_vtest_mixed_request_matches_single_pass_and_alone(test_videos, monkeypa
     times = [70.0, 10.0, 41.5, 40.0, 12.0]
     assert len(video._groups(_windows(times), REGROUP_GAP_S)) == 3
     passes, decoded = _count_decoding(monkeypatch)
-    info, keyframes = decode_keyframes(path, times, SPEC, LONG)
+    info, keyframes = decode_clips(path, times, SPEC, LONG)
     assert len(passes) == 3
     # from the key frames at 0, 25 and 50 s to each group's last sample (13, 42.5, 71 s)
     assert len(decoded) <= 131 + 176 + 211 + 3 < 711
-    single_info, single = _single_pass(path, times, LONG, seek=True)
+    single_info, single = _single_pass(path, times, LONG, monkeypatch)
     assert single_info == info
     _assert_same(keyframes, single)
     for t, kf in zip(times, keyframes, strict=True):
-        _, [alone] = decode_keyframes(path, [t], SPEC, LONG)
+        _, [alone] = decode_clips(path, [t], SPEC, LONG)
         _assert_same([kf], [alone])

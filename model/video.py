@@ -1,19 +1,25 @@
-"""Video segment -> model clips: decode with PyAV, sample as trained, resize, normalise.
+"""Video decoding with PyAV, shared by serving and training: model clips sampled as trained
+(:func:`decode_clips`) and displayed frames (:func:`read_frames`) at given times.
 
 Times are seconds from the video stream's declared start (``stream.start_time``, or the first
 decoded frame when the container declares none): the position a player shows. A frame's time is
 its presentation timestamp (ffmpeg's best-effort rule: pts unless pts is less consistent than
-dts), never a frame counter. Display rotation (the stream's display matrix) is applied, so widths,
-heights and box coordinates are those of the displayed picture.
+dts), never a frame counter. Each time takes the decoded frame nearest to it. Display rotation
+(the stream's display matrix) is applied, so widths, heights and box coordinates are those of
+the displayed picture.
 
-Resizing runs in torch (antialiased bilinear on uint8) after swscale's full-size RGB conversion:
-``benchmarks/decode.py`` measured it as fast as swscale's own bilinear scaler, and it is the
-reference antialiased filter. Only frames that some sample time picks are ever converted.
+Clip frames are resized and normalised by :mod:`fbil.model.preprocess` (torch's antialiased
+bilinear on uint8) after swscale's full-size RGB conversion: ``benchmarks/decode.py`` measured
+that as fast as swscale's own bilinear scaler, and it is the reference antialiased filter. Only
+frames that some sample time picks are ever converted.
 
 Only the video around the keyframes is decoded: keyframes whose windows lie close together
 (``REGROUP_GAP_S``) share one pass and its decoded frames; each such group seeks to the key
 frame before its first sample and decodes up to its last. A group's clips are the same as if
 its keyframes were requested alone.
+
+:class:`VideoLimits` bounds what decoding may cost (bytes, duration, frame size), checked on
+the header and again on decoded data; ``None`` is no limit.
 """
 
 from __future__ import annotations
@@ -21,22 +27,20 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 
-from fbil.model.preprocess import PreprocessSpec
+from fbil.model.preprocess import PreprocessSpec, normalize, resize, scaled_size
 
 Source = bytes | str | os.PathLike
-Resizer = Literal["torch", "swscale"]
 
 _TIE = 1e-9  # seconds: sample times this close to half-way between two frames pick the earlier
 _END_SLACK = 1e-3  # seconds a keyframe may lie past the last frame's end
@@ -48,21 +52,23 @@ _END_SLACK = 1e-3  # seconds a keyframe may lie past the last frame's end
 REGROUP_GAP_S = 3.0
 
 _T = TypeVar("_T")
+_S = TypeVar("_S", bound="_Sampler")
 
 
 @dataclass(frozen=True)
 class VideoLimits:
-    """What one request may cost; checked on the header and again on decoded data."""
+    """What decoding one video may cost; checked on the header and again on decoded data.
 
-    max_bytes: int = 200 * 1024 * 1024
-    max_duration_s: float = 60.0
-    max_frame_pixels: int = 3840 * 2160
-    max_keyframes: int = 16
-    max_boxes_per_keyframe: int = 32
+    ``None`` is no limit; ``VideoLimits()`` limits nothing.
+    """
+
+    max_bytes: int | None = None
+    max_duration_s: float | None = None
+    max_frame_pixels: int | None = None
 
 
 class VideoError(Exception):
-    """Base of the errors a caller's video or boxes can cause; ``code`` is machine-readable."""
+    """Base of the errors a video (or times in it) can cause; ``code`` is machine-readable."""
 
     code = "video_error"
 
@@ -87,10 +93,6 @@ class VideoTooLargeError(VideoError):
     code = "video_too_large"
 
 
-class BadBoxError(VideoError):
-    code = "bad_box"
-
-
 @dataclass(frozen=True)
 class VideoInfo:
     """Displayed size (after rotation), nominal frame rate and duration in seconds, if known."""
@@ -102,13 +104,22 @@ class VideoInfo:
 
 
 @dataclass(frozen=True)
-class Keyframe:
+class Clip:
     """One keyframe's clip: float32 ``(3, T, H, W)``, normalised; ``frame_times`` are the
     times of the decoded frames picked for the ``T`` sample times."""
 
     time: float
     clip: torch.Tensor
     frame_times: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The decoded frame nearest to a requested time: its ``time`` and its displayed picture,
+    ``rgb`` uint8 ``(H, W, 3)`` at full resolution (display rotation applied)."""
+
+    time: float
+    rgb: np.ndarray
 
 
 # --------------------------------------------------------------------------- opening
@@ -120,7 +131,7 @@ def _open(
 ) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
     """Open ``source`` as a container and pick its video stream, after the byte limit."""
     size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
-    if size > limits.max_bytes:
+    if limits.max_bytes is not None and size > limits.max_bytes:
         raise VideoTooLargeError(f"video is {size} bytes, the limit is {limits.max_bytes}")
     if size == 0:
         raise NotAVideoError("the video is empty (0 bytes)")
@@ -189,17 +200,21 @@ def _check_header(container, stream: av.VideoStream, limits: VideoLimits) -> Non
     """Reject from the header alone what is too large to decode."""
     _check_pixels(stream.width, stream.height, limits, "header")
     duration = _header_duration(container, stream)
-    if duration is not None and duration > limits.max_duration_s:
+    if _over(duration, limits.max_duration_s):
         raise VideoTooLargeError(
             f"video lasts {duration:.2f} s, the limit is {limits.max_duration_s} s"
         )
 
 
 def _check_pixels(width: int, height: int, limits: VideoLimits, where: str) -> None:
-    if width * height > limits.max_frame_pixels:
+    if limits.max_frame_pixels is not None and width * height > limits.max_frame_pixels:
         raise VideoTooLargeError(
             f"{where} frame size {width}x{height} exceeds {limits.max_frame_pixels} pixels"
         )
+
+
+def _over(seconds: float | None, limit: float | None) -> bool:
+    return seconds is not None and limit is not None and seconds > limit
 
 
 def _fps(stream: av.VideoStream) -> float | None:
@@ -280,57 +295,42 @@ def _frame_step(stream: av.VideoStream) -> int:
 # --------------------------------------------------------------------------- pixels
 
 
+def _rgb(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` of ``frame`` as coded (before rotation), by swscale."""
+    return reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+
 class _Converter:
     """Decoded frame -> normalised float32 ``(3, H, W)`` at the clip's displayed size."""
 
-    def __init__(self, spec: PreprocessSpec, resizer: Resizer = "torch") -> None:
-        self.mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
-        self.short_side = spec.short_side
-        self.resizer = resizer
+    def __init__(self, spec: PreprocessSpec) -> None:
+        self.spec = spec
         self.size: tuple[int, int] | None = None  # displayed (height, width) of the clip
         self._reformatter = VideoReformatter()
 
-    def target_size(self, width: int, height: int) -> tuple[int, int]:
-        """Short side to ``short_side``, long side ``floor(short_side * long / short)``."""
-        if width <= height:
-            return self.short_side * height // width, self.short_side
-        return self.short_side, self.short_side * width // height
-
     def __call__(self, frame: av.VideoFrame) -> torch.Tensor:
         if self.size is None:
-            self.size = self.target_size(*_display_size(frame))
+            width, height = _display_size(frame)
+            self.size = scaled_size(height, width, self.spec.short_side)
         turns = _quarter_turns(frame)
         coded = self.size[::-1] if turns % 2 else self.size
-        rgb = resize_rgb(frame, coded, self.resizer, self._reformatter)
+        full = torch.from_numpy(_rgb(frame, self._reformatter)).permute(2, 0, 1)
+        rgb = resize(full, coded)  # resized as coded, then turned: fewer pixels to turn
         if turns:
             rgb = torch.rot90(rgb, turns, dims=(1, 2))
-        return (rgb.float() - self.mean) / self.std
+        return normalize(rgb, self.spec)
 
 
-def resize_rgb(
-    frame: av.VideoFrame,
-    size: tuple[int, int],
-    resizer: Resizer = "torch",
-    reformatter: VideoReformatter | None = None,
-) -> torch.Tensor:
-    """uint8 RGB ``(3, H, W)`` of ``frame`` resized to ``size`` = (H, W), bilinear, antialiased.
+class _Displayed:
+    """Decoded frame -> its displayed picture, uint8 RGB ``(H, W, 3)`` at full resolution."""
 
-    ``torch``: swscale converts to RGB at full size, torch resizes; ``swscale``: one swscale
-    call converts and resizes (its bilinear filter widens when shrinking, like antialiasing).
-    """
-    reformatter = reformatter or VideoReformatter()
-    height, width = size
-    if resizer == "swscale":
-        small = reformatter.reformat(
-            frame, width=width, height=height, format="rgb24", interpolation="BILINEAR"
-        )
-        return torch.from_numpy(small.to_ndarray()).permute(2, 0, 1)
-    full = torch.from_numpy(reformatter.reformat(frame, format="rgb24").to_ndarray())
-    if full.shape[:2] == (height, width):
-        return full.permute(2, 0, 1)
-    batch = full.permute(2, 0, 1).unsqueeze(0)
-    return F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    def __init__(self) -> None:
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        rgb = _rgb(frame, self._reformatter)
+        turns = _quarter_turns(frame)
+        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 # --------------------------------------------------------------------------- sampling
@@ -345,29 +345,34 @@ def _window(time: float, spec: PreprocessSpec) -> tuple[float, float]:
 
 
 class _Sampler:
-    """Streams frames in time order and fills every keyframe's clip with the nearest frame.
+    """Streams frames in time order and gives every sample time the nearest frame.
 
+    Request ``k`` (at ``times[k]``) has one sample time per offset: ``times[k] + offsets[j]``.
     A sample time is settled by the first frame at or after it: the nearest is that frame or
     the one before (ties go to the earlier). Times before the first frame take the first frame;
-    those after the last, the last. Only picked frames are converted, each once; at most two
-    full-size frames are held.
+    those after the last, the last. Only picked frames are converted, each once, and handed to
+    :meth:`_store`; at most two full-size frames are held. ``hits[k]`` counts the frames inside
+    ``windows[k]``.
     """
 
-    def __init__(self, times: Sequence[float], spec: PreprocessSpec, convert: _Converter) -> None:
-        offsets = spec.sample_offsets()
+    def __init__(
+        self,
+        times: Sequence[float],
+        offsets: Sequence[float],
+        windows: Sequence[tuple[float, float]],
+        convert: Callable[[av.VideoFrame], Any],
+    ) -> None:
         self.times = list(times)
         self.samples = sorted(
             (t + off, k, j) for k, t in enumerate(times) for j, off in enumerate(offsets)
         )
-        self.windows = [_window(t, spec) for t in times]
+        self.windows = list(windows)
         self.hits = [0] * len(times)
-        self.num_frames = spec.num_frames
         self.convert = convert
-        self.clips: list[torch.Tensor] = []
-        self.picked = [[math.nan] * spec.num_frames for _ in times]
+        self.picked = [[math.nan] * len(offsets) for _ in times]
         self._next = 0
         self._prev: tuple[float, av.VideoFrame] | None = None
-        self._prev_pixels: torch.Tensor | None = None
+        self._prev_pixels: Any = None
 
     @property
     def earliest(self) -> float:
@@ -381,7 +386,7 @@ class _Sampler:
         """Offer the next frame (strictly later than the previous one)."""
         for k, (lo, hi) in enumerate(self.windows):
             self.hits[k] += lo <= time <= hi
-        pixels: torch.Tensor | None = None
+        pixels: Any = None
         while not self.done and self.samples[self._next][0] <= time:
             sample = self.samples[self._next][0]
             if self._prev is not None and sample - self._prev[0] <= time - sample + _TIE:
@@ -396,27 +401,54 @@ class _Sampler:
         while not self.done and self._prev is not None:
             self._assign(self._prev[0], self._prev_pixels_or_convert())
 
-    def _prev_pixels_or_convert(self) -> torch.Tensor:
+    def _prev_pixels_or_convert(self) -> Any:
         if self._prev_pixels is None:
             self._prev_pixels = self.convert(self._prev[1])
         return self._prev_pixels
 
-    def _assign(self, time: float, pixels: torch.Tensor) -> None:
+    def _assign(self, time: float, pixels: Any) -> None:
         _, k, j = self.samples[self._next]
+        self._store(k, j, pixels)
+        self.picked[k][j] = time
+        self._next += 1
+
+    def _store(self, k: int, j: int, pixels: Any) -> None:
+        raise NotImplementedError
+
+
+class _ClipSampler(_Sampler):
+    """Fills each keyframe's clip ``(3, T, H, W)``, sample ``j`` at ``spec.sample_offsets()[j]``."""
+
+    def __init__(self, times: Sequence[float], spec: PreprocessSpec, convert: _Converter) -> None:
+        super().__init__(times, spec.sample_offsets(), [_window(t, spec) for t in times], convert)
+        self.num_frames = spec.num_frames
+        self.clips: list[torch.Tensor] = []
+
+    def _store(self, k: int, j: int, pixels: torch.Tensor) -> None:
         if not self.clips:
             _, height, width = pixels.shape
             shape = (3, self.num_frames, height, width)
             self.clips = [torch.empty(shape, dtype=torch.float32) for _ in self.times]
         self.clips[k][:, j] = pixels
-        self.picked[k][j] = time
-        self._next += 1
+
+
+class _FrameSampler(_Sampler):
+    """Keeps the frame picked for each time itself."""
+
+    def __init__(self, times: Sequence[float], convert: _Displayed) -> None:
+        super().__init__(times, [0.0], [(t, t) for t in times], convert)
+        self.frames: list[np.ndarray | None] = [None] * len(times)
+
+    def _store(self, k: int, j: int, pixels: np.ndarray) -> None:
+        self.frames[k] = pixels
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def probe(source: Source, limits: VideoLimits) -> VideoInfo:
+def probe(source: Source, limits: VideoLimits | None = None) -> VideoInfo:
     """Check limits and decodability; size from the first decoded frame (displayed)."""
+    limits = limits or VideoLimits()
     with _open(source, limits) as (container, stream):
         _check_header(container, stream, limits)
         for frame in _decoded_frames(container, stream):
@@ -426,43 +458,78 @@ def probe(source: Source, limits: VideoLimits) -> VideoInfo:
     raise UndecodableVideoError("no frame of the video could be decoded")
 
 
-def decode_keyframes(
+def decode_clips(
     source: Source,
     times: Sequence[float | None],
     spec: PreprocessSpec,
-    limits: VideoLimits,
-    *,
-    resizer: Resizer = "torch",
-) -> tuple[VideoInfo, list[Keyframe]]:
+    limits: VideoLimits | None = None,
+) -> tuple[VideoInfo, list[Clip]]:
     """Clips for keyframes at ``times`` (seconds from the segment start), in the given order.
 
     Only the video around the keyframes is decoded: keyframes whose windows lie within
     :data:`REGROUP_GAP_S` of each other share one pass, and each such group seeks to the key
     frame before its first sample (see :func:`_groups`). A time of ``None`` (only as the
     single keyframe) means the middle of the segment, whose end is found from packet
-    timestamps (a demux-only pass; headers lie about durations).
+    timestamps (a demux-only pass; headers lie about durations). Every keyframe's window
+    (its sample times, widened by half a sampling step) must hold a decoded frame.
     """
+    limits = limits or VideoLimits()
+    resolved = _resolve_times(source, times, limits)
+    convert = _Converter(spec)  # shared: all clips take the first converted frame's size
+    windows = [_window(t, spec) for t in resolved]
+    info, groups, samplers = _decode(
+        source, resolved, windows, limits, lambda ts: _ClipSampler(ts, spec, convert)
+    )
+    _check_windows(resolved, windows, _in_caller_order(groups, [s.hits for s in samplers]))
+    clips = _in_caller_order(groups, [s.clips for s in samplers])
+    picked = _in_caller_order(groups, [s.picked for s in samplers])
+    return info, [
+        Clip(t, clip, tuple(frame_times))
+        for t, clip, frame_times in zip(resolved, clips, picked, strict=True)
+    ]
+
+
+def read_frames(
+    source: Source, times: Sequence[float | None], limits: VideoLimits | None = None
+) -> tuple[VideoInfo, list[Frame]]:
+    """The displayed frames nearest to ``times`` (seconds from the segment start), in order.
+
+    The same decoding and the same nearest-frame rule as :func:`decode_clips` (one sample per
+    time, no window to fill); ``None`` is the middle of the segment as there.
+    """
+    limits = limits or VideoLimits()
+    resolved = _resolve_times(source, times, limits)
+    convert = _Displayed()
+    info, groups, samplers = _decode(
+        source, resolved, [(t, t) for t in resolved], limits, lambda ts: _FrameSampler(ts, convert)
+    )
+    pictures = _in_caller_order(groups, [s.frames for s in samplers])
+    picked = _in_caller_order(groups, [s.picked for s in samplers])
+    return info, [
+        Frame(frame_times[0], rgb) for frame_times, rgb in zip(picked, pictures, strict=True)
+    ]
+
+
+def _resolve_times(
+    source: Source, times: Sequence[float | None], limits: VideoLimits
+) -> list[float]:
     _check_times(times, limits)
     if times[0] is None:
-        times = [_segment_end(source, limits) / 2]
-    resolved = [float(t) for t in times]  # type: ignore[arg-type]
-    return _decode(source, resolved, spec, limits, resizer, seek=True, gap_s=REGROUP_GAP_S)
+        return [_segment_end(source, limits) / 2]
+    return [float(t) for t in times]  # type: ignore[arg-type]
 
 
 def _check_times(times: Sequence[float | None], limits: VideoLimits) -> None:
     if not times:
         raise KeyframeOutOfRangeError("no keyframe time given")
-    if len(times) > limits.max_keyframes:
-        raise VideoTooLargeError(
-            f"{len(times)} keyframes requested, the limit is {limits.max_keyframes}"
-        )
     if None in times and len(times) > 1:
         raise KeyframeOutOfRangeError("a keyframe time may be omitted only for a single keyframe")
+    limit = limits.max_duration_s
+    end = math.inf if limit is None else limit
     for t in times:
-        if t is not None and not (0 <= t <= limits.max_duration_s):
-            raise KeyframeOutOfRangeError(
-                f"keyframe time {t} s is outside 0..{limits.max_duration_s} s"
-            )
+        if t is not None and not (0 <= t <= end and math.isfinite(t)):
+            span = "0 s and up (finite)" if limit is None else f"0..{limit} s"
+            raise KeyframeOutOfRangeError(f"keyframe time {t} s is outside {span}")
 
 
 def _segment_end(source: Source, limits: VideoLimits) -> float:
@@ -482,24 +549,25 @@ def _segment_end(source: Source, limits: VideoLimits) -> float:
     if end is None or start is None:
         raise UndecodableVideoError("the video has no timestamped packet")
     seconds = float((end - start) * stream.time_base)
-    if seconds > limits.max_duration_s:
+    if _over(seconds, limits.max_duration_s):
         raise VideoTooLargeError(
             f"video lasts {seconds:.2f} s, the limit is {limits.max_duration_s} s"
         )
     return seconds
 
 
-def _groups(windows: Sequence[tuple[float, float]], gap_s: float) -> list[list[int]]:
+def _groups(windows: Sequence[tuple[float, float]], max_gap: float) -> list[list[int]]:
     """Keyframe indices grouped into decode passes; groups in time order.
 
-    Windows sorted by start join the group before them when they start less than ``gap_s``
-    after its end (overlapping windows always do); a window farther away starts a new group.
+    Windows sorted by start join the group before them when they start less than ``max_gap``
+    seconds after its end (overlapping windows always do); a window farther away starts a new
+    group.
     """
     groups: list[list[int]] = []
     end = -math.inf
     for k in sorted(range(len(windows)), key=windows.__getitem__):
         start, stop = windows[k]
-        if groups and start - end < gap_s:
+        if groups and start - end < max_gap:
             groups[-1].append(k)
         else:
             groups.append([k])
@@ -510,31 +578,27 @@ def _groups(windows: Sequence[tuple[float, float]], gap_s: float) -> list[list[i
 def _decode(
     source: Source,
     times: list[float],
-    spec: PreprocessSpec,
+    windows: list[tuple[float, float]],
     limits: VideoLimits,
-    resizer: Resizer,
-    *,
-    seek: bool,
-    gap_s: float,
-) -> tuple[VideoInfo, list[Keyframe]]:
-    """Decode ``times`` in groups (:func:`_groups` with ``gap_s``), one pass per group.
+    sampler_for: Callable[[list[float]], _S],
+) -> tuple[VideoInfo, list[list[int]], list[_S]]:
+    """Decode ``times`` in groups of their ``windows`` (:func:`_groups`), one pass per group.
 
-    Passes run in time order in one container, each seeking (``seek``) to its group's first
-    sample. Without seeking, or when the stream declares no start time to seek from, a single
-    group decodes from the start. Errors come as from one pass over the whole request: limits
-    as frames decode, keyframes past the segment's end, then windows without a frame.
+    ``sampler_for`` makes each group's sampler from its times. Passes run in time order in one
+    container, each seeking to its group's first sample; when the stream declares no start time
+    to seek from, a single group decodes from the start. Returns the info, the groups (indices
+    into ``times``) and their samplers. Errors come as from one pass over the whole request:
+    limits as frames decode, times past the segment's end, a video without a decodable frame.
     """
-    convert = _Converter(spec, resizer)  # shared: all clips take the first converted frame's size
-    windows = [_window(t, spec) for t in times]
     with _open(source, limits) as (container, stream):
         _check_header(container, stream, limits)
-        seek = seek and stream.start_time is not None  # seek targets are start-relative
-        groups = _groups(windows, gap_s if seek else math.inf)
-        samplers = [_Sampler([times[k] for k in group], spec, convert) for group in groups]
+        seekable = stream.start_time is not None  # seek targets are start-relative
+        groups = _groups(windows, REGROUP_GAP_S if seekable else math.inf)
+        samplers = [sampler_for([times[k] for k in group]) for group in groups]
         passes: list[_Fed] = []
         latest: tuple[float, av.VideoFrame] | None = None  # the last frame decoded so far
         for sampler in samplers:
-            fed = _decode_group(source, container, stream, sampler, limits, seek=seek)
+            fed = _decode_group(source, container, stream, sampler, limits, seekable)
             latest = fed.last or latest
             if fed.ended:  # the stream's end is known: check the whole request against it
                 _check_in_segment(times, latest, container, stream)
@@ -543,15 +607,7 @@ def _decode(
     display = next((fed.display for fed in passes if fed.display is not None), None)
     if display is None:
         raise UndecodableVideoError("no frame of the video could be decoded")
-    _check_windows(times, windows, _in_caller_order(groups, [s.hits for s in samplers]))
-    clips = _in_caller_order(groups, [s.clips for s in samplers])
-    picked = _in_caller_order(groups, [s.picked for s in samplers])
-    info = VideoInfo(display[0], display[1], fps, header_duration)
-    keyframes = [
-        Keyframe(t, clip, tuple(frame_times))
-        for t, clip, frame_times in zip(times, clips, picked, strict=True)
-    ]
-    return info, keyframes
+    return VideoInfo(display[0], display[1], fps, header_duration), groups, samplers
 
 
 class _Fed(NamedTuple):
@@ -573,16 +629,15 @@ def _decode_group(
     stream: av.VideoStream,
     sampler: _Sampler,
     limits: VideoLimits,
-    *,
-    seek: bool,
+    seekable: bool,
 ) -> _Fed:
     """Feed one group's sampler from the key frame before its earliest sample.
 
-    Without ``seek``, or when no sample lies after 0 s, decode from where ``container`` is,
-    which must then be its start. If seeking fails or lands after the earliest sample, the
-    group decodes from the start in a fresh container.
+    When the stream is not ``seekable``, or no sample lies after 0 s, decode from where
+    ``container`` is, which must then be its start. If seeking fails or lands after the
+    earliest sample, the group decodes from the start in a fresh container.
     """
-    if not (seek and sampler.earliest > 0):
+    if not (seekable and sampler.earliest > 0):
         return _feed(container, stream, sampler, limits, seeked=False)
     try:
         if _seek(container, stream, sampler.earliest):
@@ -628,7 +683,7 @@ def _feed(
         if seeked and last is None and time > sampler.earliest:
             raise _SeekedTooFar
         _check_pixels(frame.width, frame.height, limits, "decoded")
-        if time > limits.max_duration_s:
+        if _over(time, limits.max_duration_s):
             raise VideoTooLargeError(
                 f"video has frames at {time:.2f} s, the limit is {limits.max_duration_s} s"
             )
@@ -673,61 +728,3 @@ def _check_windows(
             raise UndecodableVideoError(
                 f"no decodable frame between {lo:.3f} s and {hi:.3f} s for keyframe {t} s"
             )
-
-
-# --------------------------------------------------------------------------- boxes
-
-
-def normalize_boxes(
-    boxes: Sequence[Sequence[float]],
-    box_format: Literal["pixels", "normalized"],
-    width: int,
-    height: int,
-    limits: VideoLimits,
-    tolerance: float = 0.02,
-) -> torch.Tensor:
-    """Validate boxes ``x1, y1, x2, y2`` and return them normalised, ``(n, 4)`` float32 in 0..1.
-
-    ``pixels`` are coordinates in the displayed frame of ``width`` x ``height``; ``normalized``
-    are already fractions of it. Row ``i`` is box ``i``. Boxes may exceed the frame by
-    ``tolerance`` (a fraction of its size) and are then clipped; anything else raises
-    :class:`BadBoxError` naming the box.
-    """
-    if box_format not in ("pixels", "normalized"):
-        raise BadBoxError(f"unknown box format {box_format!r} (pixels or normalized)")
-    if len(boxes) > limits.max_boxes_per_keyframe:
-        raise VideoTooLargeError(
-            f"{len(boxes)} boxes given, the limit is {limits.max_boxes_per_keyframe} per keyframe"
-        )
-    scale = np.array([width, height, width, height], dtype=np.float64)
-    rows = []
-    for i, box in enumerate(boxes):
-        values = _box_values(i, box)
-        norm = values / scale if box_format == "pixels" else values
-        _check_box(i, box, norm, tolerance)
-        rows.append(np.clip(norm, 0.0, 1.0))
-    out = np.stack(rows) if rows else np.zeros((0, 4))
-    return torch.from_numpy(out.astype(np.float32))
-
-
-def _box_values(i: int, box: Sequence[float]) -> np.ndarray:
-    try:
-        values = np.asarray(box, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise BadBoxError(f"box {i} is not 4 numbers: {box!r}") from e
-    if values.shape != (4,):
-        raise BadBoxError(f"box {i} needs 4 numbers x1, y1, x2, y2, got {box!r}")
-    if not np.isfinite(values).all():
-        raise BadBoxError(f"box {i} has a non-finite coordinate: {box!r}")
-    return values
-
-
-def _check_box(i: int, box: Sequence[float], norm: np.ndarray, tolerance: float) -> None:
-    x1, y1, x2, y2 = norm
-    if not (x1 < x2 and y1 < y2):
-        raise BadBoxError(f"box {i} is empty or inverted (needs x1 < x2 and y1 < y2): {box!r}")
-    if norm.min() < -tolerance or norm.max() > 1 + tolerance:
-        raise BadBoxError(f"box {i} lies outside the frame: {box!r}")
-    clipped = np.clip(norm, 0.0, 1.0)
-    if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
-        raise BadBoxError(f"box {i} has no area inside the frame: {box!r}")

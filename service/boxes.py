@@ -1,0 +1,73 @@
+"""Actor boxes of a request: validated and normalised to the displayed frame."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+
+from fbil.model.video import VideoTooLargeError
+from fbil.service.errors import ServiceError
+
+
+class BadBoxError(ServiceError):
+    """A box that is not 4 finite numbers, is empty or inverted, or lies outside the frame."""
+
+    status, code = 400, "bad_box"
+
+
+def normalize_boxes(
+    boxes: Sequence[Sequence[float]],
+    box_format: Literal["pixels", "normalized"],
+    width: int,
+    height: int,
+    *,
+    max_boxes: int | None = None,
+    tolerance: float = 0.02,
+) -> torch.Tensor:
+    """Validate boxes ``x1, y1, x2, y2`` and return them normalised, ``(n, 4)`` float32 in 0..1.
+
+    ``pixels`` are coordinates in the displayed frame of ``width`` x ``height``; ``normalized``
+    are already fractions of it. Row ``i`` is box ``i``. Boxes may exceed the frame by
+    ``tolerance`` (a fraction of its size) and are then clipped; anything else raises
+    :class:`BadBoxError` naming the box. More than ``max_boxes`` boxes are refused as too
+    large a request (:class:`VideoTooLargeError`, HTTP 413).
+    """
+    if box_format not in ("pixels", "normalized"):
+        raise BadBoxError(f"unknown box format {box_format!r} (pixels or normalized)")
+    if max_boxes is not None and len(boxes) > max_boxes:
+        raise VideoTooLargeError(f"{len(boxes)} boxes given, the limit is {max_boxes} per keyframe")
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    rows = []
+    for i, box in enumerate(boxes):
+        values = _box_values(i, box)
+        norm = values / scale if box_format == "pixels" else values
+        _check_box(i, box, norm, tolerance)
+        rows.append(np.clip(norm, 0.0, 1.0))
+    out = np.stack(rows) if rows else np.zeros((0, 4))
+    return torch.from_numpy(out.astype(np.float32))
+
+
+def _box_values(i: int, box: Sequence[float]) -> np.ndarray:
+    try:
+        values = np.asarray(box, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise BadBoxError(f"box {i} is not 4 numbers: {box!r}") from e
+    if values.shape != (4,):
+        raise BadBoxError(f"box {i} needs 4 numbers x1, y1, x2, y2, got {box!r}")
+    if not np.isfinite(values).all():
+        raise BadBoxError(f"box {i} has a non-finite coordinate: {box!r}")
+    return values
+
+
+def _check_box(i: int, box: Sequence[float], norm: np.ndarray, tolerance: float) -> None:
+    x1, y1, x2, y2 = norm
+    if not (x1 < x2 and y1 < y2):
+        raise BadBoxError(f"box {i} is empty or inverted (needs x1 < x2 and y1 < y2): {box!r}")
+    if norm.min() < -tolerance or norm.max() > 1 + tolerance:
+        raise BadBoxError(f"box {i} lies outside the frame: {box!r}")
+    clipped = np.clip(norm, 0.0, 1.0)
+    if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
+        raise BadBoxError(f"box {i} has no area inside the frame: {box!r}")
