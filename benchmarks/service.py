@@ -1,9 +1,10 @@
 """Load test of the HTTP service on loopback: throughput and p50/p95 latency, batching on vs off.
 
-Starts ``uvicorn service.app:create_app_from_env`` on 127.0.0.1 (a free port) once per batching
-mode, fires ``--requests`` POST /detect calls at each concurrency level and prints one table with
-the batching-on / batching-off ratios. Without ``--model`` a small random model (R50 depth with
-one block a stage, width 32, 16 frames, short side 128) is written to a temporary folder.
+Starts ``fbil-serve`` on 127.0.0.1 (a free port, :func:`fbil.client.local.local_service`) once per
+batching mode, fires ``--requests`` POST /detect calls at each concurrency level (that many
+threads sharing one :class:`fbil.client.Client`) and prints one table with the batching-on /
+batching-off ratios. Without ``--model`` a small random model (R50 depth with one block a stage,
+width 32, 16 frames, short side 128) is written to a temporary folder.
 
     python benchmarks/service.py [--model PATH] [--concurrency 1 4 16] [--requests 48]
 """
@@ -11,23 +12,19 @@ one block a stage, width 32, 16 frames, short side 128) is written to a temporar
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import math
-import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import Stopwatch  # noqa: E402
+from fbil.client import Client, FBILError  # noqa: E402
+from fbil.client.local import local_service  # noqa: E402
 from fbil.model import ModelMetadata, build_detector, save_model  # noqa: E402
 from fbil.model.config import FBILConfig  # noqa: E402
 from fbil.model.preprocess import PreprocessSpec  # noqa: E402
@@ -50,87 +47,40 @@ def small_model(folder: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def metric(client: Client, name: str) -> float:
+    """One sample of the service's Prometheus text (NaN when absent)."""
+    for line in client.metrics().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return float("nan")
 
 
-class Server:
-    """The service in a child process on loopback; stopped with SIGTERM (graceful)."""
-
-    def __init__(self, env: dict[str, str], startup_timeout: float) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **env, "FBIL_HOST": "127.0.0.1", "FBIL_PORT": str(self.port)}
-        full_env["FBIL_LOG_LEVEL"] = "warning"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fbil.service.cli"], cwd=ROOT, env=full_env
-        )
-        deadline = time.monotonic() + startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError("the server did not become ready")
-
-    def metric(self, name: str) -> float:
-        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return float("nan")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def requests_for(n: int, duration: float) -> list[str]:
+def requests_for(n: int, duration: float) -> list[list[dict]]:
     """``n`` different one-keyframe requests (2 actors each) spread over the segment."""
     out = []
     for i in range(n):
         time_s = 1.0 + (i * 0.37) % max(duration - 2.0, 0.5)
         boxes = [{"box": [100, 40, 300, 500]}, {"box": [350, 30 + i % 50, 700, 520]}]
-        out.append(json.dumps({"keyframes": [{"time": round(time_s, 3), "boxes": boxes}]}))
+        out.append([{"time": round(time_s, 3), "boxes": boxes}])
     return out
 
 
-async def load(url: str, video: bytes, bodies: list[str], concurrency: int, timeout: float):
-    """Fire every request with ``concurrency`` in flight: (latencies s, wall s, failures)."""
-    latencies: list[float] = []
-    failures = 0
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    limits = httpx.Limits(max_connections=concurrency)
+def load(client: Client, video: bytes, requests: list[list[dict]], concurrency: int):
+    """Send every request with ``concurrency`` in flight: (latencies s, wall s, failures)."""
 
-    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+    def one(keyframes: list[dict]) -> float | None:
+        watch = Stopwatch()
+        try:
+            client.detect(video, keyframes)
+        except FBILError:
+            return None
+        return watch.elapsed()
 
-        async def worker() -> None:
-            nonlocal failures
-            while not queue.empty():
-                body = queue.get_nowait()
-                files = {"video": ("v.avi", video, "video/x-msvideo"), "request": (None, body)}
-                watch = Stopwatch()
-                r = await client.post("/detect", files=files)
-                if r.status_code == 200:
-                    latencies.append(watch.elapsed())
-                else:
-                    failures += 1
-
-        wall = Stopwatch()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, wall.elapsed(), failures
+    wall = Stopwatch()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, requests))
+    latencies = [r for r in results if r is not None]
+    return latencies, wall.elapsed(), len(results) - len(latencies)
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -168,24 +118,23 @@ def main() -> None:
         for mode, env in modes.items():
             env = {
                 **env,
-                "FBIL_MODEL_PATH": str(model_path),
                 "FBIL_DEVICE": args.device,
                 "FBIL_DECODE_WORKERS": str(args.decode_workers),
                 "FBIL_MAX_QUEUE_SIZE": str(max(64, 4 * max(args.concurrency))),
                 "FBIL_MAX_INFLIGHT_REQUESTS": str(max(64, 4 * max(args.concurrency))),
             }
-            server = Server(env, startup_timeout=300)
-            try:
-                bodies = requests_for(args.requests, 9.0)
-                asyncio.run(load(server.url, video, bodies[:2], 1, args.timeout))  # warm
+            with (
+                local_service(model_path, env=env, startup_timeout=300) as server,
+                server.client(timeout=args.timeout) as client,
+            ):
+                requests = requests_for(args.requests, 9.0)
+                load(client, video, requests[:2], 1)  # warm
                 for c in args.concurrency:
-                    count0 = server.metric("fbil_batch_size_count")
-                    sum0 = server.metric("fbil_batch_size_sum")
-                    lat, wall, failed = asyncio.run(
-                        load(server.url, video, bodies, c, args.timeout)
-                    )
-                    batches = server.metric("fbil_batch_size_count") - count0
-                    clips = server.metric("fbil_batch_size_sum") - sum0
+                    count0 = metric(client, "fbil_batch_size_count")
+                    sum0 = metric(client, "fbil_batch_size_sum")
+                    lat, wall, failed = load(client, video, requests, c)
+                    batches = metric(client, "fbil_batch_size_count") - count0
+                    clips = metric(client, "fbil_batch_size_sum") - sum0
                     results[mode, c] = {
                         "rps": len(lat) / wall,
                         "p50": percentile(lat, 50) * 1000,
@@ -193,8 +142,6 @@ def main() -> None:
                         "batch": clips / batches if batches else float("nan"),
                         "failed": failed,
                     }
-            finally:
-                server.stop()
 
     print(
         f"\nPOST /detect on loopback, {args.requests} requests a level, {args.video.name}, "

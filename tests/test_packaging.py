@@ -28,7 +28,7 @@ def test_wheel_installs_only_the_fbil_namespace(tmp_path: Path) -> None:
     tops = {name.split("/")[0] for name in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"fbil"}
     for module in ("fbil/model/detector.py", "fbil/model/training/train.py",
-                   "fbil/service/app.py", "fbil/export/cli.py",
+                   "fbil/service/app.py", "fbil/export/cli.py", "fbil/client/client.py",
                    "fbil/model/data/demo/model.onnx"):  # fmt: skip
         assert module in names
     assert not any(n.startswith("fbil/__init__") for n in names), "fbil is a namespace package"

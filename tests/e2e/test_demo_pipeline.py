@@ -16,13 +16,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import av
-import httpx
 import pytest
 
+from fbil.client import Client
+from fbil.client.local import local_service
 from fbil.model.training.ava_data import read_annotations_csv, read_labelmap
 from fbil.model.training.eval_cli import main as eval_main
 from fbil.model.training.synth import generate
-from fbil.service.demo import local_service
 
 # Issue 7's bar: frame-mAP >= 0.9 on the classes used; the broken pipelines must fall far below.
 # The seed and size of the held-out set were fixed before any model was measured on it.
@@ -40,8 +40,9 @@ def held_out(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server():
     """A real fbil-serve process on loopback, serving its default (bundled demo) model."""
-    with local_service(os.environ.get("FBIL_E2E_MODEL")) as url:  # E2E_MODEL: try another
-        yield url
+    # FBIL_E2E_MODEL: try another model
+    with local_service(os.environ.get("FBIL_E2E_MODEL")) as served, served.client() as client:
+        yield client
 
 
 def _requests(root: Path, transpose_boxes: bool = False, mirror_boxes: bool = False):
@@ -68,26 +69,21 @@ def _requests(root: Path, transpose_boxes: bool = False, mirror_boxes: bool = Fa
         yield video_id, {"keyframes": keyframes, "box_format": "normalized", "all_scores": True}
 
 
-def _detect_and_score(url: str, root: Path, out_dir: Path, *, transpose=False, mirror=False):
+def _detect_and_score(
+    client: Client, root: Path, out_dir: Path, *, transpose=False, mirror=False
+) -> float:
     labelmap = root / "annotations" / "labelmap.pbtxt"
     used = {class_id for class_id, _ in read_labelmap(labelmap)}
     rows = []
-    with httpx.Client(timeout=120) as client:
-        ids = [label["id"] for label in client.get(f"{url}/v1/model").json()["labels"]]
-        for video_id, request in _requests(root, transpose, mirror):
-            video = root / "videos" / f"{video_id}.mp4"
-            response = client.post(
-                f"{url}/detect",
-                files={"video": (video.name, video.read_bytes(), "video/mp4")},
-                data={"request": json.dumps(request)},
-            )
-            assert response.status_code == 200, response.text
-            for keyframe in response.json()["keyframes"]:
-                for actor in keyframe["actors"]:
-                    timestamp, box = json.loads(actor["id"])
-                    for class_id, score in zip(ids, actor["scores"], strict=True):
-                        if class_id in used:
-                            rows.append([video_id, timestamp, *box, class_id, score])
+    ids = [label.id for label in client.model_info().labels]
+    for video_id, request in _requests(root, transpose, mirror):
+        result = client.detect(root / "videos" / f"{video_id}.mp4", **request)
+        for keyframe in result.keyframes:
+            for actor in keyframe.actors:
+                timestamp, box = json.loads(actor.id)
+                for class_id, score in zip(ids, actor.scores, strict=True):
+                    if class_id in used:
+                        rows.append([video_id, timestamp, *box, class_id, score])
     detections = out_dir / "detections.csv"
     with open(detections, "w", newline="") as f:
         writer = csv.writer(f)
@@ -109,9 +105,8 @@ def _detect_and_score(url: str, root: Path, out_dir: Path, *, transpose=False, m
 
 
 def test_frame_map_on_held_out_synthetic_set(server, held_out, tmp_path):
-    model_info = httpx.get(f"{server}/v1/model").json()
     if not os.environ.get("FBIL_E2E_MODEL"):
-        assert model_info["demo"] is True
+        assert server.model_info().demo is True
     mean_ap = _detect_and_score(server, held_out, tmp_path)
     print(f"held-out synthetic frame-mAP@0.5 = {mean_ap:.4f}")
     assert mean_ap >= BAR
@@ -132,7 +127,7 @@ def test_mirrored_boxes_fall_far_below_the_bar(server, held_out, tmp_path):
 
 def test_fbil_demo_renders_with_a_private_service(held_out, tmp_path):
     """``fbil-demo`` without --url starts its own service (default model) and draws."""
-    from fbil.service.demo import main as demo_main
+    from fbil.client.demo import main as demo_main
 
     video_id, request = next(iter(_requests(held_out)))
     request_path = tmp_path / "request.json"

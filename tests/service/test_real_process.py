@@ -4,23 +4,17 @@ published parity_tiny model exported to ONNX)."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 from serving import TinyModel
 
 from fbil import model
+from fbil.client import Client
+from fbil.client.local import local_service
 from fbil.export.onnx_export import export_onnx
 from fbil.model.video import VideoLimits, decode_clips
 from fbil.service.boxes import normalize_boxes
@@ -30,39 +24,18 @@ PARITY = Path(__file__).resolve().parents[3] / "shared" / "reference" / "parity_
 
 
 @contextmanager
-def fbil_serve(model_path: Path, log: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FBIL_")}
-    env.update(FBIL_MODEL_PATH=str(model_path), FBIL_PORT=str(port), FBIL_HOST="127.0.0.1")
-    env.update(FBIL_MAX_DURATION_S="90")  # vtest.avi lasts 79.5 s
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fbil.service.cli"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"fbil-serve exited {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"fbil-serve not ready: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        # graceful shutdown: uvicorn re-raises the SIGTERM it handled once it has drained
-        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+def fbil_serve(model_path: Path, log: Path) -> Iterator[Client]:
+    """The service in a hermetic environment (no FBIL_ variable of ours), logging to ``log``;
+    it must stop gracefully (drain, then exit on its SIGTERM)."""
+    env = {"FBIL_MAX_DURATION_S": "90"}  # vtest.avi lasts 79.5 s
+    with (
+        local_service(
+            model_path, env=env, hermetic=True, log_file=log, log_level=None, startup_timeout=120
+        ) as served,
+        served.client(timeout=300) as client,
+    ):
+        yield client
+    assert served.graceful, f"fbil-serve exited {served.returncode}: {log.read_text()[-2000:]}"
 
 
 REQUESTS = {
@@ -100,35 +73,27 @@ def _direct_scores(
     return out
 
 
-def _check_server(url: str, detector, meta, videos: Path, requests: dict = REQUESTS) -> None:
+def _check_server(client: Client, detector, meta, videos: Path, requests: dict = REQUESTS) -> None:
     for name, request in requests.items():
-        request = {**request, "all_scores": True, "top_k": 3}
-        response = httpx.post(
-            f"{url}/detect",
-            files={"video": (name, (videos / name).read_bytes(), "video/x-msvideo")},
-            data={"request": json.dumps(request)},
-            timeout=300,
-        )
-        assert response.status_code == 200, response.text
-        body = response.json()
+        result = client.detect(videos / name, request["keyframes"], all_scores=True, top_k=3)
         expected = _direct_scores(detector, meta, videos / name, request)
-        assert len(body["keyframes"]) == len(request["keyframes"])
-        for got, want, sent in zip(body["keyframes"], expected, request["keyframes"], strict=True):
-            assert len(got["actors"]) == len(sent["boxes"])
-            for j, actor in enumerate(got["actors"]):
-                assert actor["box"] == sent["boxes"][j]["box"]
-                assert actor["id"] == sent["boxes"][j].get("id", j)
-                scores = torch.tensor(actor["scores"])
+        assert len(result.keyframes) == len(request["keyframes"])
+        for got, want, sent in zip(result.keyframes, expected, request["keyframes"], strict=True):
+            assert len(got.actors) == len(sent["boxes"])
+            for j, actor in enumerate(got.actors):
+                assert list(actor.box) == sent["boxes"][j]["box"]
+                assert actor.id == sent["boxes"][j].get("id", j)
+                scores = torch.tensor(actor.scores)
                 assert (scores - want[j]).abs().max() < 1e-4
                 top = sorted(range(len(scores)), key=lambda c: -scores[c])[:3]
-                assert [a["id"] for a in actor["actions"]] == [meta.labels[c].id for c in top]
+                assert [a.id for a in actor.actions] == [meta.labels[c].id for c in top]
 
 
 def test_tiny_checkpoint_served_by_a_real_process(tiny_model: TinyModel, test_videos, tmp_path):
-    with fbil_serve(tiny_model.path, tmp_path / "serve.log") as url:
-        card = httpx.get(f"{url}/v1/model").json()
-        assert card["backend"] == "eager" and len(card["labels"]) == 60
-        _check_server(url, tiny_model.detector, tiny_model.metadata, test_videos)
+    with fbil_serve(tiny_model.path, tmp_path / "serve.log") as client:
+        card = client.model_info()
+        assert card.backend == "eager" and len(card.labels) == 60
+        _check_server(client, tiny_model.detector, tiny_model.metadata, test_videos)
 
 
 def test_parity_tiny_onnx_served_by_a_real_process(test_videos, tmp_path):
@@ -136,7 +101,7 @@ def test_parity_tiny_onnx_served_by_a_real_process(test_videos, tmp_path):
         pytest.fail(f"reference fixture {PARITY} is missing")
     detector, meta = model.load_model(PARITY / "checkpoint.pth.tar", PARITY / "config.yaml")
     onnx_path = export_onnx(detector, meta, tmp_path / "parity.onnx")
-    with fbil_serve(onnx_path, tmp_path / "serve.log") as url:
-        assert httpx.get(f"{url}/v1/model").json()["backend"] == "onnx"
+    with fbil_serve(onnx_path, tmp_path / "serve.log") as client:
+        assert client.model_info().backend == "onnx"
         # the published model runs 32 frames at 256 px: one request keeps the test short
-        _check_server(url, detector, meta, test_videos, {"vtest.avi": REQUESTS["vtest.avi"]})
+        _check_server(client, detector, meta, test_videos, {"vtest.avi": REQUESTS["vtest.avi"]})

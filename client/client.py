@@ -1,0 +1,150 @@
+"""The synchronous HTTP client of ``fbil-serve`` (httpx)."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import httpx
+
+from fbil.client.errors import connection_error, error_from_response
+from fbil.client.schemas import BoxFormat, DetectResult, Keyframe, ModelInfo
+
+__all__ = ["DEFAULT_TIMEOUT_S", "Client", "VideoInput"]
+
+VideoInput = str | os.PathLike[str] | bytes | IO[bytes]
+"""A video file's path, its bytes, or a binary file object."""
+
+DEFAULT_TIMEOUT_S = 300.0  # a long segment on a CPU service takes a while
+
+
+class Client:
+    """Talks to one ``fbil-serve`` at ``base_url`` (``http://host:port``).
+
+    ``api_key`` is sent as ``Authorization: Bearer KEY``; ``timeout`` (seconds) bounds each
+    request. Every error answer raises an :class:`~fbil.client.errors.FBILError` subclass that
+    carries the service's error ``code``. Use it as a context manager (or call :meth:`close`);
+    one client may be shared by threads.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ------------------------------------------------------------------ endpoints
+
+    def detect(
+        self,
+        video: VideoInput,
+        keyframes: Sequence[Keyframe | Mapping[str, Any]],
+        *,
+        box_format: BoxFormat = "pixels",
+        top_k: int | None = None,
+        min_score: float | None = None,
+        all_scores: bool = False,
+    ) -> DetectResult:
+        """``POST /detect``: the actions of the boxed actors on each keyframe of ``video``.
+
+        ``keyframes`` are :class:`~fbil.client.schemas.Keyframe` s or their JSON form
+        (``{"time": 2.0, "boxes": [{"box": [x1, y1, x2, y2], "id": "a"}]}``). ``top_k`` and
+        ``min_score`` default to the service's (5 actions, no minimum).
+        """
+        request: dict[str, Any] = {
+            "keyframes": [k.to_json() if isinstance(k, Keyframe) else dict(k) for k in keyframes],
+            "box_format": box_format,
+        }
+        if all_scores:
+            request["all_scores"] = True
+        if top_k is not None:
+            request["top_k"] = top_k
+        if min_score is not None:
+            request["min_score"] = min_score
+        with _video_part(video) as part:
+            response = self._send(
+                "POST", "/detect", data={"request": json.dumps(request)}, files={"video": part}
+            )
+        return DetectResult.from_json(response.json())
+
+    def model_info(self) -> ModelInfo:
+        """``GET /v1/model``: the served model, its labels, preprocessing and limits."""
+        return ModelInfo.from_json(self._send("GET", "/v1/model").json())
+
+    def health(self) -> bool:
+        """``GET /healthz``: False when the model failed to load (restart the service)."""
+        return self._probe("/healthz")
+
+    def ready(self) -> bool:
+        """``GET /readyz``: True once the model has run its warm-up forward."""
+        return self._probe("/readyz")
+
+    def metrics(self) -> str:
+        """``GET /metrics``: the Prometheus text."""
+        return self._send("GET", "/metrics").text
+
+    # ------------------------------------------------------------------ transport
+
+    def _probe(self, path: str) -> bool:
+        response = self._request("GET", path)
+        if response.status_code == 503:
+            return False
+        _raise_for_error(response)
+        return True
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._request(method, path, **kwargs)
+        _raise_for_error(response)
+        return response
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise connection_error(self.base_url, e) from e
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        raise error_from_response(response)
+
+
+@contextmanager
+def _video_part(video: VideoInput) -> Iterator[tuple[str, Any, str]]:
+    """httpx's ``(filename, content, content type)`` of the ``video`` part; a path is streamed
+    from its open file."""
+    with ExitStack() as stack:
+        if isinstance(video, bytes):
+            name, content = "video", video
+        elif isinstance(video, (str, os.PathLike)):
+            path = Path(video)
+            name, content = path.name, stack.enter_context(path.open("rb"))
+        else:
+            named = getattr(video, "name", None)  # an open file's path; BytesIO has none
+            name, content = Path(named).name if isinstance(named, str) else "video", video
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        yield name, content, kind
