@@ -11,7 +11,7 @@ CPython 3.11 of the CI machines. pip resolves for the oldest of them (wheels onl
 installing nothing: ``pip install --dry-run --report``), then again for each other Python with the
 pins as constraints, which must give the same set. Run it after changing the dependencies:
 
-    .venv/bin/python docker/lock.py        # rewrites both locks
+    .venv/bin/python -m pip install -U pip && .venv/bin/python docker/lock.py  # rewrites both
 
 pip evaluates environment markers with the interpreter running it; the script refuses to write a
 lock when a marker would choose differently on one of the target Pythons.
@@ -162,7 +162,21 @@ def write(path: Path, header: str, pins: dict[str, str]) -> None:
     print(f"lock.py: {len(pins)} pins written to {path.relative_to(ROOT)}")
 
 
+def pip_is_recent() -> bool:
+    """pip < 24.2 refuses ``--dry-run`` with ``--platform`` (it wants ``--target``)."""
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    return Version(version("pip")) >= Version("24.2")
+
+
 def main() -> int:
+    if not pip_is_recent():
+        print(
+            "lock.py: pip >= 24.2 needed: run `python -m pip install -U pip` first", file=sys.stderr
+        )
+        return 1
     runtime, problems = lock(runtime_dependencies(), {})
     everything, dev_problems = lock(runtime_dependencies() + dev_dependencies(), runtime)
     problems += dev_problems
