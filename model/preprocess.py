@@ -8,11 +8,10 @@ clip is the same whichever way its frames were read.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+if TYPE_CHECKING:  # the spec alone is read by configs and CLIs that must not load torch
+    from torch import Tensor
 
 AVA_MEAN = (110.63666788, 103.16065604, 96.29023126)
 AVA_STD = (38.7568578, 37.88248729, 40.02898126)
@@ -84,16 +83,19 @@ def resize(rgb: Tensor, size: tuple[int, int]) -> Tensor:
     antialiased (torch's uint8 kernel); returned as is when it already has that size."""
     if tuple(rgb.shape[-2:]) == tuple(size):
         return rgb
+    from torch.nn.functional import interpolate
+
     batch = rgb if rgb.dim() == 4 else rgb.unsqueeze(0)
-    out = F.interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
+    out = interpolate(batch, size=size, mode="bilinear", antialias=True, align_corners=False)
     return out if rgb.dim() == 4 else out[0]
 
 
 def normalize(rgb: Tensor, spec: PreprocessSpec) -> Tensor:
     """RGB in 0-255 with channels at dim -3 -> float32 ``(x - mean) / std``, same shape."""
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
-    return (rgb.float() - mean) / std
+    pixels = rgb.float()
+    mean = pixels.new_tensor(spec.mean).view(3, 1, 1)
+    std = pixels.new_tensor(spec.std).view(3, 1, 1)
+    return (pixels - mean) / std
 
 
 def frames_to_clip(frames: Tensor, spec: PreprocessSpec) -> Tensor:
