@@ -18,6 +18,11 @@ import numpy as np
 import torch
 
 from fbil.model.preprocess import PreprocessSpec
+from fbil.model.video import VideoLimits
+from fbil.service.settings import Settings
+
+# what the service lets one request's video cost by default (its Settings' defaults)
+SERVICE_LIMITS: VideoLimits = Settings.model_construct().video_limits()
 
 WIDTH, HEIGHT = 160, 96  # 10 bars of 16 pixels
 BITS = 10

@@ -10,7 +10,15 @@ import av
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic_video import HEIGHT, WIDTH, encode, index_image, nearest_indices, read_indices
+from synthetic_video import (
+    HEIGHT,
+    SERVICE_LIMITS,
+    WIDTH,
+    encode,
+    index_image,
+    nearest_indices,
+    read_indices,
+)
 
 from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec, resize
@@ -26,8 +34,7 @@ from fbil.model.video import (
 )
 
 SPEC = PreprocessSpec()
-# the service's default limits
-LIMITS = VideoLimits(max_bytes=200 * 1024 * 1024, max_duration_s=60.0, max_frame_pixels=3840 * 2160)
+LIMITS = SERVICE_LIMITS
 LONG = VideoLimits(max_duration_s=120.0)  # vtest.avi lasts 79.5 s
 MS = Fraction(1, 1000)
 

@@ -19,6 +19,7 @@ from synthetic_video import (
     BLUE,
     GREEN,
     RED,
+    SERVICE_LIMITS,
     colour_index_image,
     encode,
     nearest_indices,
@@ -27,13 +28,12 @@ from synthetic_video import (
 )
 
 from fbil.model.preprocess import PreprocessSpec
-from fbil.model.video import VideoLimits, decode_clips, probe
+from fbil.model.video import decode_clips, probe
 
 SPEC = PreprocessSpec()
 # mean/std far apart per channel, so a channel swap in either one shows
 ODD_SPEC = PreprocessSpec(short_side=160, mean=(0.0, 64.0, 128.0), std=(1.0, 2.0, 4.0))
-# the service's default limits
-LIMITS = VideoLimits(max_bytes=200 * 1024 * 1024, max_duration_s=60.0, max_frame_pixels=3840 * 2160)
+LIMITS = SERVICE_LIMITS
 FPS = 25
 FRAMES = 75  # 3.0 s; the last frame starts at 2.96 s
 TIMES = [0.0, 1.3, 3.0]  # both edges; 1.3 s puts samples exactly half-way between frames

@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import pytest
 import torch
-from synthetic_video import encode, nearest_indices, read_indices
+from synthetic_video import SERVICE_LIMITS, encode, nearest_indices, read_indices
 
 from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec
@@ -27,8 +27,7 @@ from fbil.model.video import (
 )
 
 SPEC = PreprocessSpec()
-# the service's default limits
-LIMITS = VideoLimits(max_bytes=200 * 1024 * 1024, max_duration_s=60.0, max_frame_pixels=3840 * 2160)
+LIMITS = SERVICE_LIMITS
 LONG = VideoLimits(max_duration_s=120.0)  # vtest.avi lasts 79.5 s
 MS = Fraction(1, 1000)
 FPS = 10

@@ -11,7 +11,7 @@ import struct
 from fractions import Fraction
 
 import pytest
-from synthetic_video import HEIGHT, WIDTH, encode, index_image, read_indices
+from synthetic_video import HEIGHT, SERVICE_LIMITS, WIDTH, encode, index_image, read_indices
 
 from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec
@@ -24,8 +24,7 @@ from fbil.model.video import (
 )
 
 SPEC = PreprocessSpec()
-# the service's default limits; max_frame_pixels 3840 * 2160 = 8294400
-LIMITS = VideoLimits(max_bytes=200 * 1024 * 1024, max_duration_s=60.0, max_frame_pixels=3840 * 2160)
+LIMITS = SERVICE_LIMITS  # max_frame_pixels 3840 * 2160 = 8294400
 HUGE = (16000, 9000)  # 144 M pixels; ffmpeg itself accepts sizes up to about 16384 x 16384
 
 
