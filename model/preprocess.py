@@ -21,9 +21,10 @@ AVA_STD = (38.7568578, 37.88248729, 40.02898126)
 class PreprocessSpec:
     """How a keyframe becomes a clip tensor ``(3, T, H, W)``.
 
-    ``num_frames`` frames spaced ``frame_interval`` frames of a ``base_fps`` timeline, the first
-    ``num_frames`` frames before the keyframe (:meth:`sample_frame_offsets`; 32x2: -32, -30,
-    ..., 30, centred as published; other intervals are not centred yet: see the known bug there);
+    ``num_frames`` frames spaced ``frame_interval`` frames of a ``base_fps`` timeline, centred
+    on the keyframe as published (``TemporalCenterCrop``): the window of
+    ``num_frames * frame_interval`` frames starts ``num_frames * frame_interval // 2`` frames
+    before the keyframe (:meth:`sample_frame_offsets`; 32x2: -32, -30, ..., 30);
     short side resized to ``short_side``; RGB; ``(x - mean) / std`` with mean/std in 0-255 units.
     """
 
@@ -47,12 +48,8 @@ class PreprocessSpec:
 
     def sample_frame_offsets(self) -> list[int]:
         """Sample positions relative to the keyframe, in frames of the ``base_fps`` timeline."""
-        # KNOWN BUG (issue 13): the published TemporalCenterCrop starts the window
-        # num_frames * frame_interval // 2 frames before the keyframe; this starts it num_frames
-        # before, which is the same only for frame_interval 2 (32x2). The bundled demo model
-        # (16x4) was trained with this rule, and its rebuild with the centred rule missed the
-        # e2e bar (0.882 / 0.893 < 0.9), so the fix is pending; tests marked xfail(strict) flip.
-        return [self.frame_interval * k - self.num_frames for k in range(self.num_frames)]
+        start = self.num_frames * self.frame_interval // 2
+        return [self.frame_interval * k - start for k in range(self.num_frames)]
 
     def sample_offsets(self) -> list[float]:
         """Sample times relative to the keyframe, in seconds (length ``num_frames``)."""

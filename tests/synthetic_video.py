@@ -116,12 +116,13 @@ def nearest_indices(
 ) -> list[int]:
     """Reference sampling in exact arithmetic: nearest frame, ties to the earlier, edges held.
 
-    Sample ``k`` lies ``frame_interval * k - num_frames`` frames of the ``base_fps`` timeline
-    from the keyframe (the rule ``PreprocessSpec`` applies today; see its known bug).
+    The window of ``num_frames * frame_interval`` frames of the ``base_fps`` timeline starts
+    half of it (rounded down) before the keyframe.
     """
     out = []
+    span = spec.num_frames * spec.frame_interval
     for k in range(spec.num_frames):
-        s = keyframe + Fraction(spec.frame_interval * k - spec.num_frames) / Fraction(spec.base_fps)
+        s = keyframe + Fraction(spec.frame_interval * k - span // 2) / Fraction(spec.base_fps)
         dists = [abs(t - s) for t in frame_times]
         out.append(dists.index(min(dists)))
     return out

@@ -80,19 +80,9 @@ def test_keyframe_offsets_match_the_video_sampler() -> None:
     assert keyframe_offsets(spec, 30) == [round(30 * t) for t in spec.sample_offsets()]
 
 
-REASON = (
-    "known fidelity bug (issue 13): the window is centred only for frame_interval 2; "
-    "the fix waits for a demo model rebuild that keeps the e2e bar"
-)
-
-
 @pytest.mark.parametrize(
     ("num_frames", "interval", "first", "last"),
-    [
-        (32, 2, -32, 30),
-        pytest.param(16, 4, -32, 28, marks=pytest.mark.xfail(strict=True, reason=REASON)),
-        pytest.param(8, 8, -32, 24, marks=pytest.mark.xfail(strict=True, reason=REASON)),
-    ],
+    [(32, 2, -32, 30), (16, 4, -32, 28), (8, 8, -32, 24)],
 )
 def test_sample_window_is_centred_on_the_keyframe(num_frames, interval, first, last) -> None:
     """As the published TemporalCenterCrop: the num_frames*interval window starts half of it
