@@ -68,6 +68,20 @@ class PayloadTooLargeError(ServiceError):
     status, code = 413, "payload_too_large"
 
 
+class RequestTimeoutError(ServiceError):
+    """The request did not arrive in time (the connection is closed after the answer)."""
+
+    status, code = 408, "request_timeout"
+
+
+class UploadIdleTimeoutError(RequestTimeoutError):
+    code = "upload_idle_timeout"
+
+
+class UploadTooSlowError(RequestTimeoutError):
+    code = "upload_too_slow"
+
+
 class OverloadedError(ServiceError):
     status, code = 503, "overloaded"
 

@@ -208,6 +208,19 @@ async def detect(request: Request) -> DetectResponse:
     state = get_state(request)
     started = time.perf_counter()
     _runtime(state)
+    _admit(state)  # refused before the upload is read when every slot is taken
+    # the upload holds no slot (slow ones cannot starve the others): middleware.UploadGuard
+    # bounds how many arrive at once and how slowly
+    data, body = await _read_form(request)
+    _admit(state)
+    state.inflight += 1
+    try:
+        return await _detect(request, state, started, data, body)
+    finally:
+        state.inflight -= 1
+
+
+def _admit(state: ServiceState) -> None:
     if state.inflight >= state.settings.max_inflight_requests:
         state.metrics.rejected.labels("inflight").inc()
         raise OverloadedError(
@@ -215,11 +228,6 @@ async def detect(request: Request) -> DetectResponse:
             f"{state.settings.max_inflight_requests}",
             headers=_retry_after(state),
         )
-    state.inflight += 1
-    try:
-        return await _detect(request, state, started)
-    finally:
-        state.inflight -= 1
 
 
 async def _read_form(request: Request) -> tuple[bytes, DetectRequest]:
@@ -249,10 +257,11 @@ async def _parse_form(request: Request) -> tuple[bytes, DetectRequest]:
         raise BadRequestError("invalid request JSON", {"errors": errors}) from None
 
 
-async def _detect(request: Request, state: ServiceState, started: float) -> DetectResponse:
+async def _detect(
+    request: Request, state: ServiceState, started: float, data: bytes, body: DetectRequest
+) -> DetectResponse:
     settings, metrics = state.settings, state.metrics
     runtime = _runtime(state)
-    data, body = await _read_form(request)
     if len(body.keyframes) > settings.max_keyframes:
         raise VideoTooLargeError(
             f"{len(body.keyframes)} keyframes requested, the limit is {settings.max_keyframes}"
