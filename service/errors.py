@@ -50,7 +50,9 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("not_found", 404, "no such route"),
     ErrorCode("method_not_allowed", 405, "the route exists, not with this method"),
     ErrorCode("payload_too_large", 413, "the request body is over `FBIL_MAX_UPLOAD_BYTES`"),
-    ErrorCode("request_json_too_large", 413, "the `request` part is over its byte limit"),
+    ErrorCode(
+        "request_json_too_large", 413, "the `request` part is over `FBIL_MAX_REQUEST_JSON_BYTES`"
+    ),
     ErrorCode("too_many_keyframes", 413, "more keyframes than `FBIL_MAX_KEYFRAMES`"),
     ErrorCode("too_many_boxes", 413, "more boxes on a keyframe than `FBIL_MAX_BOXES_PER_KEYFRAME`"),
     ErrorCode("video_too_large", 413, "the video's bytes, duration or frame size over its limit"),
