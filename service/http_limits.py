@@ -20,7 +20,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from fbil.service.errors import error_body
+from fbil.service.errors import HeadersTooLargeError, HeaderTimeoutError, error_body
 from fbil.service.settings import Settings
 
 REQUEST_STARTED = "fbil.request_started"  # scope["extensions"] key: time.monotonic() of byte 1
@@ -134,12 +134,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         message = f"the request headers did not arrive within {self.limits.timeout_s:g} s"
         details = {"header_timeout_s": self.limits.timeout_s}
-        self._refuse(408, error_body("header_timeout", message, details))
+        self._refuse(408, error_body(HeaderTimeoutError.code, message, details))
 
     def _too_large(self) -> None:
         message = f"the request headers exceed {self.limits.max_bytes} bytes"
         details = {"max_header_bytes": self.limits.max_bytes}
-        self._refuse(431, error_body("headers_too_large", message, details))
+        self._refuse(431, error_body(HeadersTooLargeError.code, message, details))
 
     def _refuse(self, status: int, body: dict[str, Any]) -> None:
         """Answer ``status`` (unless a response is under way), then close the connection once

@@ -18,6 +18,7 @@ from fbil.service.errors import (
     OverloadedError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    ShuttingDownError,
     UploadIdleTimeoutError,
     UploadTooSlowError,
     error_body,
@@ -96,7 +97,7 @@ class RequestContextMiddleware:
             log.warning("cancelled at shutdown: %s %s", scope["method"], scope["path"])
             status = 503
             body = error_body(
-                "shutting_down",
+                ShuttingDownError.code,
                 "the service stopped before this request was answered; retry it",
                 {"request_id": request_id},
             )

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     )
     max_duration_s: float = Field(60.0, gt=0)
     max_frame_pixels: int = Field(3840 * 2160, ge=1)
+    max_request_json_bytes: int = Field(MIB, ge=1, description="the request part of /detect")
     max_keyframes: int = Field(16, ge=1)
     max_boxes_per_keyframe: int = Field(32, ge=1)
 
