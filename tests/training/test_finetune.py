@@ -19,6 +19,7 @@ from fbil.model.checkpoint import load_model
 from fbil.model.labels import ava_v22, read_label_map
 from fbil.model.training import train_cli
 from fbil.model.training.synth import generate
+from fbil.model.training.train import Trainer
 from fbil.model.training.train_config import load_train_config
 
 CUSTOM = {5: "slip and fall", 14: "walk about", 17: "carry a box", 64: "brawl"}
@@ -94,3 +95,29 @@ def test_finetune_export_serve(world: Path, tmp_path: Path, caplog: pytest.LogCa
     assert [(label.id, label.name) for label in info.labels] == list(CUSTOM.items())
     (actor,) = result.keyframes[0].actors
     assert sorted(a.name for a in actor.actions) == sorted(CUSTOM.values())
+
+
+def test_backbone_lr_mult_and_freeze_from_the_command_line(world: Path, tmp_path: Path) -> None:
+    ann = world / "annotations"
+    paths = {"root": world / "videos", "annotations": ann / "train.csv"}
+    paths |= {"exclusions": ann / "exclusions.csv", "labelmap": ann / "labelmap.pbtxt"}
+    paths["proposals"] = ann / "train.csv"
+    doc = tiny_config(paths, tmp_path / "run")
+    doc["train"]["data"] = {"kind": "video", **{k: str(paths[k]) for k in ("root", "annotations")}}
+    del doc["val"]
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    args = train_cli.build_parser().parse_args(
+        ["-c", str(config), "--labels", str(ann / "labelmap.pbtxt"), "--backbone-lr-mult", "0.1"]
+    )
+    cfg = load_train_config(config, train_cli.overrides(args))
+    assert cfg.model.head.num_classes == 4 and cfg.backbone_lr_mult == 0.1
+    assert cfg.backbone_learnable
+    trainer = Trainer(cfg)
+    trainer.scheduler.step()
+    backbone, head = trainer.optimizer.param_groups
+    assert backbone["params"] == list(trainer.detector.backbone.parameters())
+    assert backbone["lr"] == pytest.approx(0.1 * head["lr"])
+    args = train_cli.build_parser().parse_args(["-c", str(config), "--freeze-backbone"])
+    frozen = load_train_config(config, train_cli.overrides(args))
+    assert not frozen.backbone_learnable and frozen.model.head.num_classes == 60
