@@ -19,6 +19,8 @@ from fbil.model import artifact
 from fbil.model.checkpoint import CheckpointError, load_model, sha256_file
 from fbil.model.config import ConfigError
 from fbil.model.detector import FBILDetector
+from fbil.model.labels import read_label_map
+from fbil.model.metadata import ModelMetadata
 
 FORMATS = ("onnx", "torchscript", "all")
 
@@ -37,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, type=Path, help="any checkpoint fbil loads")
     p.add_argument("--config", type=Path, help="YAML config (if the checkpoint embeds none)")
+    p.add_argument(
+        "--labelmap",
+        type=Path,
+        metavar="FILE",
+        help="the model's classes (.pbtxt/.json), in output order; default: the embedded ones, "
+        "else the AVA classes of a 60- or 80-class checkpoint",
+    )
     p.add_argument("--format", choices=FORMATS, default="onnx")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
@@ -74,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = _step(f"loading {args.checkpoint}")
     try:
-        detector, metadata = load_model(args.checkpoint, args.config)
+        args.labels = read_label_map(args.labelmap) if args.labelmap else None
+        detector, metadata = _load(args)
     except (CheckpointError, ConfigError) as e:
         print(f"fbil-export: error: {e}", file=sys.stderr)
         return 2
@@ -104,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _check(args, detector, "onnx", partial(check.onnx_runner, path), tolerance)
             if args.triton:
                 name = re.sub(r"[^A-Za-z0-9_-]", "_", metadata.name)
-                written.append(write_triton_repository(path, args.out / "triton", name))
+                written.append(
+                    write_triton_repository(path, args.out / "triton", name, metadata.labels)
+                )
         if args.format in ("torchscript", "all"):
             start = _step("exporting TorchScript")
             path = export_torchscript(
@@ -148,8 +160,14 @@ def _fresh(args: argparse.Namespace, detector: FBILDetector) -> FBILDetector:
     """An fp32 eager copy (fp16 export casts the module it is given in place)."""
     if not args.fp16:
         return detector
-    fresh, _ = load_model(args.checkpoint, args.config)
+    fresh, _ = _load(args)
     return fresh
+
+
+def _load(args: argparse.Namespace) -> tuple[FBILDetector, ModelMetadata]:
+    return load_model(
+        args.checkpoint, args.config, labels=args.labels, labels_option="--labelmap FILE"
+    )
 
 
 if __name__ == "__main__":

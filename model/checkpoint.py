@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from fbil.model import artifact
 from fbil.model.config import FBILConfig, load_config
 from fbil.model.detector import FBILDetector
-from fbil.model.labels import ava_v22
+from fbil.model.labels import LabelMap, default_labels
 from fbil.model.metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
@@ -211,8 +211,15 @@ def load_model(
     config: FBILConfig | str | os.PathLike | None = None,
     *,
     strict: bool = True,
+    labels: LabelMap | None = None,
+    labels_option: str = "a label map file",
 ) -> tuple[FBILDetector, ModelMetadata]:
-    """Build a detector and load weights: the config embedded in the file, else ``config``."""
+    """Build a detector and load weights: the config embedded in the file, else ``config``.
+
+    The classes are ``labels`` when given (it must have the model's class count; it renames
+    the classes of a file that embeds its own), else the embedded label map, else the built-in
+    one of the class count (60 or 80 AVA classes; any other count names ``labels_option``).
+    """
     embedded = artifact.read_safetensors_metadata(path)
     if isinstance(config, (str, os.PathLike)):
         config = load_config(config)
@@ -222,10 +229,12 @@ def load_model(
             f"{path} embeds no config; pass the model's YAML config (e.g. --config)"
         )
     if embedded is not None and (config is None or config == embedded.config):
-        metadata = embedded
+        metadata = embedded if labels is None else replace(embedded, labels=labels)
     else:
         assert config is not None
-        metadata = ModelMetadata(config=config, labels=ava_v22(), source_sha256=sha256_file(path))
+        if labels is None:
+            labels = default_labels(config.head.num_classes, labels_option)
+        metadata = ModelMetadata(config=config, labels=labels, source_sha256=sha256_file(path))
     detector = FBILDetector(metadata.config, num_pose=metadata.labels.num_pose).eval()
     load_checkpoint(detector, path, strict=strict)
     return detector, metadata
@@ -235,3 +244,64 @@ def save_model(detector: FBILDetector, metadata: ModelMetadata, path: str | os.P
     """Write our servable format: safetensors weights + embedded metadata JSON."""
     state = {k: v.detach().contiguous().cpu() for k, v in detector.state_dict().items()}
     save_file(state, str(path), metadata=artifact.safetensors_metadata(metadata))
+
+
+def read_embedded_labels(path: str | os.PathLike) -> LabelMap | None:
+    """The label map one of our safetensors files embeds (None for other files)."""
+    metadata = artifact.read_safetensors_metadata(path)
+    return None if metadata is None else metadata.labels
+
+
+# what depends on the class count: the classifier (FBILHead.fc), and nothing else
+CLASS_DEPENDENT_PREFIXES = ("head.fc.",)
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What :func:`init_from_checkpoint` did: the file's kind, the keys loaded from it and the
+    model keys left freshly initialised."""
+
+    kind: str
+    loaded: tuple[str, ...]
+    reinitialised: tuple[str, ...]
+
+
+def _class_dependent(key: str) -> bool:
+    return key.startswith(CLASS_DEPENDENT_PREFIXES)
+
+
+def init_from_checkpoint(
+    detector: FBILDetector, path: str | os.PathLike, *, new_classes: bool = False
+) -> InitReport:
+    """Start fine-tuning from any weights file :func:`load_checkpoint` reads, for a label set
+    of any size: every weight that fits is loaded, and only the class-count dependent weights
+    (:data:`CLASS_DEPENDENT_PREFIXES`) stay freshly initialised when they do not fit, when
+    ``new_classes`` (a different label set of the same size) or, for a bare backbone, with
+    the whole head. Any other missing or mis-shaped key is a :class:`CheckpointError`."""
+    state, _ = read_weights(path)
+    kind = _kind(state)
+    state = remap_keys(state)
+    if kind == "backbone":
+        state = {f"backbone.{k}": v for k, v in state.items()}
+    own = detector.state_dict()
+    fits = {k for k in own if k in state and state[k].shape == own[k].shape}
+    if new_classes:
+        fits = {k for k in fits if not _class_dependent(k)}
+    fresh = [k for k in own if k not in fits]
+    allowed = (
+        (lambda k: _class_dependent(k) or k.startswith("head."))
+        if kind == "backbone"
+        else (_class_dependent)
+    )
+    bad = [k for k in fresh if not allowed(k)]
+    if bad:
+        missing = [k for k in bad if k not in state]
+        shapes = [
+            f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in bad if k in state
+        ]
+        raise CheckpointError(
+            f"{path} does not fit the model beyond its classifier:"
+            + _format_problems(missing, [], shapes)
+        )
+    detector.load_state_dict({k: state[k] for k in fits}, strict=False)
+    return InitReport(kind, tuple(sorted(fits)), tuple(fresh))

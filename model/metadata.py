@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fbil.model.config import ConfigError, FBILConfig
-from fbil.model.labels import LabelMap, ava_v22
+from fbil.model.labels import LabelMap, default_labels
 from fbil.model.preprocess import PreprocessSpec
 
 FORMAT = "fbil-model/1"
@@ -17,7 +17,7 @@ class ModelMetadata:
     """Everything a runtime needs besides the weights (embedded in every artifact we write)."""
 
     config: FBILConfig
-    labels: LabelMap = field(default_factory=ava_v22)
+    labels: LabelMap = None  # type: ignore[assignment]  # None: the built-in map of the count
     name: str = "fbil-slowfast"
     version: str = "unversioned"
     description: str = ""
@@ -25,6 +25,8 @@ class ModelMetadata:
     source_sha256: str | None = None
 
     def __post_init__(self) -> None:
+        if self.labels is None:
+            object.__setattr__(self, "labels", default_labels(self.config.head.num_classes))
         if len(self.labels) != self.config.head.num_classes:
             raise ConfigError(
                 f"label map has {len(self.labels)} classes, "

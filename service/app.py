@@ -54,6 +54,7 @@ async def _load(state: ServiceState) -> None:
             s.backend,
             device=s.device,
             config_path=s.config_path,
+            labelmap_path=s.labelmap_path,
             onnx_providers=s.onnx_providers or None,
             num_threads=s.num_threads,
         )

@@ -11,6 +11,7 @@ import logging
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from fbil.model import ModelMetadata, artifact, load_model
 from fbil.model.device import default_device, resolve_device
+from fbil.model.labels import LabelMap, read_label_map
 
 log = logging.getLogger(__name__)
 ONNX_SUFFIXES = {".onnx"}
@@ -72,8 +74,16 @@ class EagerRuntime(Runtime):
 
     backend = "eager"
 
-    def __init__(self, path: Path, config_path: Path | None = None, device: str = "auto") -> None:
-        detector, metadata = load_model(path, config_path)
+    def __init__(
+        self,
+        path: Path,
+        config_path: Path | None = None,
+        device: str = "auto",
+        labels: LabelMap | None = None,
+    ) -> None:
+        detector, metadata = load_model(
+            path, config_path, labels=labels, labels_option="FBIL_LABELMAP_PATH"
+        )
         super().__init__(metadata)
         self.device = resolve_device(device)
         self.detector = detector.to(self.device).eval()
@@ -204,10 +214,29 @@ def load_runtime(
     *,
     device: str = "auto",
     config_path: Path | None = None,
+    labelmap_path: Path | None = None,
     onnx_providers: list[str] | None = None,
     num_threads: int | None = None,
 ) -> Runtime:
-    """Build the runtime ``backend`` names (``auto``: by the file's suffix)."""
+    """Build the runtime ``backend`` names (``auto``: by the file's suffix); a label map
+    ``labelmap_path`` names the model's classes (instead of the embedded or built-in ones)."""
+    labels = read_label_map(labelmap_path) if labelmap_path else None
+    runtime = _runtime(path, backend, device, config_path, labels, onnx_providers, num_threads)
+    if labels is not None and runtime.metadata.labels != labels:
+        # ModelMetadata checks that the label map has the model's class count
+        runtime.metadata = replace(runtime.metadata, labels=labels)
+    return runtime
+
+
+def _runtime(
+    path: Path,
+    backend: str,
+    device: str,
+    config_path: Path | None,
+    labels: LabelMap | None,
+    onnx_providers: list[str] | None,
+    num_threads: int | None,
+) -> Runtime:
     if num_threads:
         torch.set_num_threads(num_threads)
     backend = backend_for(path) if backend == "auto" else backend
@@ -217,5 +246,5 @@ def load_runtime(
     if backend == "torchscript":
         return TorchScriptRuntime(path, device)
     if backend == "eager":
-        return EagerRuntime(path, config_path, device)
+        return EagerRuntime(path, config_path, device, labels)
     raise RuntimeLoadError(f"unknown backend {backend!r} (onnx, torchscript or eager)")

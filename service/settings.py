@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # model and runtime
     model_path: Path | None = Field(None, description="model file (.safetensors/.onnx/.pt...)")
     config_path: Path | None = Field(None, description="YAML config for published checkpoints")
+    labelmap_path: Path | None = Field(
+        None,
+        description="label map (.pbtxt/.json) of the model's classes: needed for a published "
+        "checkpoint of other than 60/80 AVA classes; renames an artifact's classes",
+    )
     backend: Backend = Field("auto", description="runtime; auto picks by the file's suffix")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     onnx_providers: Annotated[list[str], NoDecode] = Field(
@@ -90,7 +95,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 
-    @field_validator("model_path", "config_path", mode="before")
+    @field_validator("model_path", "config_path", "labelmap_path", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -4,7 +4,7 @@
 
     DIR/videos/<video_id>.mp4           320x240, 30 fps, S seconds (h264, else mpeg4)
     DIR/annotations/train.csv, val.csv  video_id,timestamp,x1,y1,x2,y2,action_id,person_id
-    DIR/annotations/labelmap.pbtxt      the classes used, official ``item { name id }`` layout
+    DIR/annotations/labelmap.pbtxt      the classes used, ``label { name label_id label_type }``
     DIR/annotations/exclusions.csv      keyframes where some person changes action
     DIR/dataset.json, DIR/README        seed, classes and the plan of every video
 
@@ -29,6 +29,10 @@ separable:
   side, more than 0.4 of its height away (never a hugging partner): derived from the drawn
   geometry at the keyframe.
 
+``--classes 5=slip,14,64=brawl`` (``generate(classes=...)``) keeps a subset of the classes, with
+custom names where given: only those are annotated and written to the label map (AVA ids and
+types kept), and only they are featured.
+
 Everything is drawn from ``numpy.random.default_rng([seed, video_index])``: the same seed gives
 byte-identical CSVs and identical frames.
 """
@@ -40,7 +44,7 @@ import colorsys
 import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,10 +52,11 @@ from typing import Any
 import av
 import numpy as np
 
-from fbil.model.labels import ava_v22
+from fbil.model.labels import ActionClass, LabelMap, ava_v22
 
 __all__ = [
     "CLASS_IDS",
+    "class_labels",
     "FPS",
     "HEIGHT",
     "WIDTH",
@@ -610,7 +615,9 @@ def _encode(path: Path, frames: Iterator[np.ndarray], codec: str) -> None:
         out.mux(stream.encode())
 
 
-def _render_video(scene: Scene, path: Path, codec: str) -> list[str]:
+def _render_video(
+    scene: Scene, path: Path, codec: str, keep: Sequence[int] = CLASS_IDS
+) -> list[str]:
     """Write the video; return its annotation rows (none for excluded keyframes)."""
     count = scene.seconds * FPS
     tracks = [_track(a, count) for a in scene.actors]
@@ -628,15 +635,27 @@ def _render_video(scene: Scene, path: Path, codec: str) -> list[str]:
             rows += [
                 f"{scene.video_id},{t},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{a},{person}"
                 for a in actions
+                if a in keep
             ]
     return rows
 
 
-def _labelmap_text() -> str:
-    labels = ava_v22()
+def class_labels(classes: Mapping[int, str | None] | None = None) -> LabelMap:
+    """The label map of a world of ``classes`` (AVA id -> custom name, or None for the AVA
+    name; default: every class), in id order (its pose classes come first)."""
+    chosen = dict.fromkeys(CLASS_IDS) if classes is None else dict(classes)
+    unknown = sorted(set(chosen) - set(CLASS_IDS))
+    if unknown or not chosen:
+        raise ValueError(f"classes must be some of {sorted(CLASS_IDS)}, got {sorted(chosen)}")
+    ava = ava_v22()
+    rows = [ava[ava.index_of(i)] for i in sorted(chosen)]
+    return LabelMap([ActionClass(c.id, chosen[c.id] or c.name, c.type) for c in rows])
+
+
+def _labelmap_text(labels: LabelMap) -> str:
     return "".join(
-        f'item {{\n  name: "{labels[labels.index_of(i)].name}"\n  id: {i}\n}}\n'
-        for i in sorted(CLASS_IDS)
+        f'label {{\n  name: "{c.name}"\n  label_id: {c.id}\n  label_type: {c.type}\n}}\n'
+        for c in labels
     )
 
 
@@ -681,12 +700,14 @@ def generate(
     *,
     val_fraction: float = 0.2,
     codec: str = "auto",
+    classes: Mapping[int, str | None] | None = None,
 ) -> SynthDataset:
     """Generate the dataset under ``out_dir`` (files are overwritten); see the module doc.
 
     Video ``i`` features class ``FEATURED[(offset + i) % 11]`` (offset from the seed), so any
-    11 consecutive videos show every class. The last ``round(num_videos * val_fraction)``
-    videos form the ``val`` split (none with fewer than 2 videos).
+    11 consecutive videos show every class; with ``classes`` (see :func:`class_labels`) only
+    those are featured and annotated. The last ``round(num_videos * val_fraction)`` videos
+    form the ``val`` split (none with fewer than 2 videos).
     """
     if num_videos < 1 or seconds_per_video < 4:
         raise ValueError("need at least 1 video of at least 4 seconds (keyframes 2..S-2)")
@@ -695,8 +716,10 @@ def generate(
     root = Path(out_dir)
     (root / "videos").mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
+    labels = class_labels(classes)
+    featured_ids = [c for c in FEATURED if c in labels.ids]
     codec = pick_codec(codec)
-    offset = int(np.random.default_rng(seed).integers(len(FEATURED)))
+    offset = int(np.random.default_rng(seed).integers(len(featured_ids)))
     num_val = round(num_videos * val_fraction) if num_videos >= 2 else 0
     rows: dict[str, list[str]] = {"train": [], "val": []}
     videos: dict[str, Path] = {}
@@ -705,11 +728,11 @@ def generate(
     for i in range(num_videos):
         video_id = f"synth{seed}_{i:04d}"
         rng = np.random.default_rng([seed, i])
-        featured = FEATURED[(offset + i) % len(FEATURED)]
+        featured = featured_ids[(offset + i) % len(featured_ids)]
         scene = _plan_scene(rng, video_id, featured, seconds_per_video)
         videos[video_id] = root / "videos" / f"{video_id}.mp4"
         split = "val" if i >= num_videos - num_val else "train"
-        rows[split] += _render_video(scene, videos[video_id], codec)
+        rows[split] += _render_video(scene, videos[video_id], codec, labels.ids)
         exclusions += [f"{video_id},{t}" for t in scene.excluded]
         scenes[video_id] = {"split": split, "featured": featured, **_scene_json(scene)}
     annotations = {}
@@ -717,11 +740,9 @@ def generate(
         annotations[split] = root / "annotations" / f"{split}.csv"
         annotations[split].write_text("".join(f"{line}\n" for line in lines))
     labelmap = root / "annotations" / "labelmap.pbtxt"
-    labelmap.write_text(_labelmap_text())
+    labelmap.write_text(_labelmap_text(labels))
     excluded = root / "annotations" / "exclusions.csv"
     excluded.write_text("".join(f"{line}\n" for line in exclusions))
-    labels = ava_v22()
-    classes = [{"id": i, "name": labels[labels.index_of(i)].name} for i in sorted(CLASS_IDS)]
     meta = {
         "generator": "fbil-train synth",
         "seed": seed,
@@ -732,7 +753,7 @@ def generate(
         "fps": FPS,
         "codec": codec,
         "keyframes": keyframe_times(seconds_per_video),
-        "classes": classes,
+        "classes": [{"id": c.id, "name": c.name} for c in labels],
         "videos": scenes,
     }
     metadata = root / "dataset.json"
@@ -747,7 +768,7 @@ def generate(
             codec=codec,
             first=2,
             last=seconds_per_video - 2,
-            classes=", ".join(f"{c['id']} {c['name']}" for c in classes),
+            classes=", ".join(f"{c.id} {c.name}" for c in labels),
         )
     )
     return SynthDataset(root, videos, annotations, labelmap, excluded, metadata)
@@ -768,7 +789,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=int, default=6, help="length of each video (>= 4)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of val videos")
     parser.add_argument("--codec", choices=("auto", "h264", "mpeg4"), default="auto")
+    parser.add_argument(
+        "--classes",
+        type=_parse_classes,
+        metavar="ID[=NAME],...",
+        help=f"keep these classes (of {','.join(map(str, sorted(CLASS_IDS)))}), renamed where "
+        "a name is given, e.g. 5=slip,14,64=brawl (default: all, AVA names)",
+    )
     return parser
+
+
+def _parse_classes(text: str) -> dict[int, str | None]:
+    out: dict[int, str | None] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, name = part.partition("=")
+        try:
+            out[int(key)] = name.strip() or None
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not ID or ID=NAME: {part!r}") from None
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -783,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seconds,
             val_fraction=args.val_fraction,
             codec=args.codec,
+            classes=args.classes,
         )
     except ValueError as e:
         parser.print_usage(sys.stderr)

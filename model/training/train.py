@@ -35,10 +35,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from fbil.model.checkpoint import load_checkpoint, remap_keys, save_model
+from fbil.model.checkpoint import (
+    init_from_checkpoint,
+    load_checkpoint,
+    read_embedded_labels,
+    remap_keys,
+    save_model,
+)
 from fbil.model.detector import FBILDetector
 from fbil.model.device import resolve_device
-from fbil.model.labels import LabelMap, ava_v22
+from fbil.model.labels import LabelMap
 from fbil.model.metadata import ModelMetadata
 from fbil.model.training.augment import TrainAugment
 from fbil.model.training.ava_eval import evaluate_csv
@@ -174,7 +180,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, ctx: DistContext | None = None) -> None:
         self.cfg, self.ctx = cfg, ctx or DistContext()
-        self.labels = ava_v22()
+        self.labels = cfg.labels
         self.out = cfg.result_path
         self.ckpt_dir = self.out / "checkpoints"
         if self.ctx.is_main:
@@ -184,6 +190,8 @@ class Trainer:
         if cfg.pretrain is not None:
             info = load_checkpoint(self.detector, cfg.pretrain, strict=False)
             log.info("loaded %s weights from %s", info.kind, cfg.pretrain)
+        if cfg.init_from is not None:
+            self.init_from(cfg.init_from)
         configure_trainable(self.detector, cfg.freeze_bn, cfg.backbone_learnable)
         self.detector.to(self.ctx.device)
         self.model: nn.Module = self.detector
@@ -218,9 +226,7 @@ class Trainer:
             for k in ("momentum", "weight_decay", "nesterov", "dampening")
             if k in cfg.optimizer
         }
-        self.optimizer = torch.optim.SGD(
-            self.detector.parameters(), lr=cfg.schedule.base_lr, **optim_kw
-        )
+        self.optimizer = torch.optim.SGD(self.param_groups(), lr=cfg.schedule.base_lr, **optim_kw)
         s = cfg.schedule
         self.scheduler: WarmupStepLR = build_step_schedule(
             self.optimizer,
@@ -238,6 +244,33 @@ class Trainer:
         self.epoch = 0
         self.writer: Any = None
         self._log_file: logging.Handler | None = None
+
+    def init_from(self, path: Path) -> None:
+        """Fine-tuning start: every weight of ``path`` that fits; the classifier fresh when
+        it does not fit or was trained for other classes (logged)."""
+        previous = read_embedded_labels(path)
+        new_classes = previous is not None and previous != self.labels
+        report = init_from_checkpoint(self.detector, path, new_classes=new_classes)
+        log.info(
+            "initialised from %s weights %s: %d tensors loaded, %d re-initialised: %s",
+            report.kind,
+            path,
+            len(report.loaded),
+            len(report.reinitialised),
+            ", ".join(report.reinitialised) or "none",
+        )
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One group (the published layout), or backbone and head groups when the backbone
+        trains at ``backbone_lr_mult`` times the learning rate."""
+        mult = self.cfg.backbone_lr_mult
+        if mult == 1.0:
+            return [{"params": list(self.detector.parameters())}]
+        base = self.cfg.schedule.base_lr
+        return [
+            {"params": list(self.detector.backbone.parameters()), "lr": base * mult},
+            {"params": list(self.detector.head.parameters()), "lr": base},
+        ]
 
     # -- state ----------------------------------------------------------------------------
     def metadata(self) -> ModelMetadata:

@@ -3,6 +3,8 @@
 Usage::
 
     fbil-train --config CONFIG.yaml [--resume [STATE]] [--result-path DIR] [--device cpu|cuda]
+    fbil-train --config CONFIG.yaml --labels MY_CLASSES.pbtxt --init-from MODEL \
+        [--freeze-backbone | --backbone-lr-mult 0.1]     # fine-tune on your own classes
     torchrun --nproc_per_node N -m fbil.model.training.train_cli --config CONFIG.yaml
     fbil-train synth ...            # synthetic AVA-format dataset (model.training.synth)
 
@@ -46,7 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--evaluate", action="store_true", help="only validate (the published 'evaluate: True')"
     )
+    p.add_argument("--labels", type=Path, help="label map (.pbtxt/.json): the model's classes")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="fine-tune from any checkpoint fbil loads; the classifier of other classes is new",
+    )
+    p.add_argument("--freeze-backbone", action="store_true", help="train the head only")
+    p.add_argument(
+        "--backbone-lr-mult", type=float, metavar="X", help="backbone learning rate multiplier"
+    )
     return p
+
+
+def overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The config keys the command line sets."""
+    values = {
+        "labels": args.labels,
+        "init_from": args.init_from,
+        "freeze_backbone": args.freeze_backbone or None,
+        "backbone_lr_mult": args.backbone_lr_mult,
+    }
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fbil.model.training.train_config import load_train_config  # noqa: PLC0415
 
     try:
-        cfg = load_train_config(args.config)
+        cfg = load_train_config(args.config, overrides(args))
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,15 @@ Our extensions (all optional)::
       loss: pose_softmax | sigmoid   # default: loss.kwargs.pose_softmax
       max_steps_per_epoch: null  # cut epochs short (smoke tests)
     metadata: {name, version, description, demo}   # embedded in every saved model
+    labels: PBTXT | JSON         # the model's classes (model.training: any label set); default:
+                                 # the built-in AVA map of model.head.kwargs.num_classes (60, 80)
+    init_from: PATH              # fine-tune: any checkpoint fbil loads (published, ours, backbone)
+    freeze_backbone: false       # same as model.backbone.learnable: False
+    backbone_lr_mult: 1.0        # backbone learning rate = this x the scheduled one
+
+With ``labels``, the head's class count is the label map's. ``init_from`` loads every weight that
+fits and freshly initialises the classifier when the label set differs (see
+:func:`fbil.model.checkpoint.init_from_checkpoint`).
 
 Relative paths are relative to the working directory, as published. Without ``eval_mAP``, a
 CSV val split is scored against its own annotations/labelmap/exclusions.
@@ -48,6 +57,7 @@ from typing import Any
 import yaml
 
 from fbil.model.config import ConfigError, FBILConfig, config_from_published, parse_augmentation
+from fbil.model.labels import LabelMap, default_labels, read_label_map
 from fbil.model.preprocess import PreprocessSpec
 from fbil.model.training.ava_data import FrameLayout
 from fbil.model.training.datasets import VIDEO_EXTENSIONS, DataSpec
@@ -106,17 +116,29 @@ class TrainConfig:
     amp: bool = False
     max_steps_per_epoch: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    labels: LabelMap = field(default_factory=lambda: default_labels(60))
+    init_from: Path | None = None
+    backbone_lr_mult: float = 1.0
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    """Read a training config YAML (published format + extensions, see the module docstring)."""
+LABELS_OPTION = "'labels: FILE' in the training config (or fbil-train --labels FILE)"
+
+
+def with_labels(model: FBILConfig, labels: LabelMap) -> FBILConfig:
+    """``model`` with as many classes as ``labels`` (the label map defines the count)."""
+    return replace(model, head=replace(model.head, num_classes=len(labels)))
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a training config YAML (published format + extensions, see the module docstring);
+    ``overrides`` replace top-level keys (``labels``, ``init_from``, ... from the command line)."""
     try:
         doc = yaml.safe_load(Path(path).read_text("utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read training config {path}: {e}") from e
     if not isinstance(doc, dict):
         raise ConfigError(f"{path} does not hold a config mapping")
-    return train_config_from_dict(doc)
+    return train_config_from_dict({**doc, **(overrides or {})})
 
 
 def train_config_from_dict(doc: dict[str, Any]) -> TrainConfig:
@@ -163,6 +185,15 @@ def _parse(doc: dict[str, Any]) -> TrainConfig:
         raise ConfigError("train.grad_accum must be >= 1")
     val = doc.get("val")
     max_steps = train.get("max_steps_per_epoch")
+    if doc.get("labels"):
+        labels = read_label_map(doc["labels"])
+        model_cfg = with_labels(model_cfg, labels)
+    else:
+        labels = default_labels(model_cfg.head.num_classes, LABELS_OPTION)
+    lr_mult = float(doc.get("backbone_lr_mult", 1.0))
+    if lr_mult < 0:
+        raise ConfigError(f"backbone_lr_mult must be >= 0, got {lr_mult}")
+    learnable = bool(backbone.get("learnable", True)) and not doc.get("freeze_backbone", False)
     return TrainConfig(
         model=model_cfg,
         train=_split(train, model_cfg.preprocess, training=True),
@@ -177,7 +208,7 @@ def _parse(doc: dict[str, Any]) -> TrainConfig:
         val_freq=int(train.get("val_freq", 1)),
         save_freq=int(train.get("save_freq", 1)),
         freeze_bn=bool(model.get("freeze_bn", False)),
-        backbone_learnable=bool(backbone.get("learnable", True)),
+        backbone_learnable=learnable,
         pretrain=Path(pretrain) if pretrain else None,
         box_jitter=jitter,
         loss=loss,  # type: ignore[arg-type]
@@ -185,6 +216,9 @@ def _parse(doc: dict[str, Any]) -> TrainConfig:
         amp=bool(train.get("amp", False)),
         max_steps_per_epoch=int(max_steps) if max_steps is not None else None,
         metadata=dict(doc.get("metadata") or {}),
+        labels=labels,
+        init_from=_path(doc.get("init_from")),
+        backbone_lr_mult=lr_mult,
     )
 
 
