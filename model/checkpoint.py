@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,16 @@ def read_embedded_labels(path: str | os.PathLike) -> LabelMap | None:
     """The label map one of our safetensors files embeds (None for other files)."""
     metadata = artifact.read_safetensors_metadata(path)
     return None if metadata is None else metadata.labels
+
+
+DEMO = "demo"  # init_from / --init-from value naming the bundled demo model's weights
+DEMO_WEIGHTS = "data/demo/model.safetensors"
+
+
+def demo_weights_path() -> Path:
+    """The bundled demo model's trainable weights (the ``.safetensors`` its ONNX file was
+    exported from, written by scripts/build_demo_model.sh)."""
+    return Path(str(resources.files("fbil.model").joinpath(DEMO_WEIGHTS)))
 
 
 # what depends on the class count: the classifier (FBILHead.fc), and nothing else

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild the bundled demo model (model/data/demo/model.onnx + model.json) from nothing:
+# Rebuild the bundled demo model (model/data/demo/model.onnx + model.json, and the weights it was
+# exported from, model.safetensors, for fine-tuning) from nothing:
 # a seeded synthetic AVA world, a tiny FBIL trained on it on the CPU, exported to ONNX.
 # On 2 CPU cores: about 4 minutes of data, 25 of training. Needs the project installed
 # (pip install -e .).
@@ -11,3 +12,4 @@ fbil-train synth --out .cache/demo/synth --seed 2 --videos 1200 --seconds 6 --va
 fbil-train --config configs/demo_synth.yaml
 last=$(ls .cache/demo/run/checkpoints/epoch_*.safetensors | sort | tail -n 1)
 fbil-export --checkpoint "$last" --format onnx --out model/data/demo
+cp "$last" model/data/demo/model.safetensors  # trainable weights: fine-tuning starts from them

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-from",
         type=Path,
         metavar="CHECKPOINT",
-        help="fine-tune from any checkpoint fbil loads; the classifier of other classes is new",
+        help="fine-tune from any checkpoint fbil loads ('demo': the bundled demo model); "
+        "the classifier of other classes is new",
     )
     p.add_argument("--freeze-backbone", action="store_true", help="train the head only")
     p.add_argument(

@@ -36,7 +36,8 @@ Our extensions (all optional)::
     metadata: {name, version, description, demo}   # embedded in every saved model
     labels: PBTXT | JSON         # the model's classes (model.training: any label set); default:
                                  # the built-in AVA map of model.head.kwargs.num_classes (60, 80)
-    init_from: PATH              # fine-tune: any checkpoint fbil loads (published, ours, backbone)
+    init_from: PATH | demo       # fine-tune: any checkpoint fbil loads (published, ours,
+                                 # backbone); "demo": the bundled demo model's weights
     freeze_backbone: false       # same as model.backbone.learnable: False
     backbone_lr_mult: 1.0        # backbone learning rate = this x the scheduled one
 
@@ -56,6 +57,7 @@ from typing import Any
 
 import yaml
 
+from fbil.model.checkpoint import DEMO, demo_weights_path
 from fbil.model.config import ConfigError, FBILConfig, config_from_published, parse_augmentation
 from fbil.model.labels import LabelMap, default_labels, read_label_map
 from fbil.model.preprocess import PreprocessSpec
@@ -217,13 +219,18 @@ def _parse(doc: dict[str, Any]) -> TrainConfig:
         max_steps_per_epoch=int(max_steps) if max_steps is not None else None,
         metadata=dict(doc.get("metadata") or {}),
         labels=labels,
-        init_from=_path(doc.get("init_from")),
+        init_from=_init_from(doc.get("init_from")),
         backbone_lr_mult=lr_mult,
     )
 
 
 def _path(value: Any) -> Path | None:
     return Path(value) if value not in (None, "") else None
+
+
+def _init_from(value: Any) -> Path | None:
+    """``init_from``: a path, or ``demo`` for the bundled demo model's weights."""
+    return demo_weights_path() if value == DEMO else _path(value)
 
 
 def data_spec(section: dict[str, Any]) -> DataSpec:

@@ -98,3 +98,24 @@ def test_bundled_demo_model_carries_the_same_metadata_in_both_places():
     metadata = artifact.to_metadata(in_onnx, demo / "model.onnx")
     assert metadata.demo and metadata.name == "fbil-demo-synthetic"
     assert len(metadata.labels) == 60 and metadata.preprocess.num_frames == 16
+
+
+def test_bundled_demo_weights_are_those_of_the_onnx_model():
+    """model.safetensors (fine-tuning starts from it: ``init_from: demo``) is what model.onnx
+    was exported from: same metadata, same scores on a random clip."""
+    from fbil.model.checkpoint import demo_weights_path
+    from fbil.model.training.train_config import _init_from
+    from fbil.service.runtimes import load_runtime
+
+    assert _init_from("demo") == demo_weights_path()
+    eager = load_runtime(demo_weights_path(), "eager", device="cpu")
+    onnx = load_runtime(demo_weights_path().with_suffix(".onnx"), "onnx", device="cpu")
+    ignore = {"source_sha256": None}
+    assert eager.metadata.to_dict() | ignore == onnx.metadata.to_dict() | ignore
+    spec = eager.metadata.preprocess
+    generator = torch.Generator().manual_seed(0)
+    clips = torch.randn((1, 3, spec.num_frames, spec.short_side, 160), generator=generator)
+    rois = torch.tensor([[0, 0.1, 0.2, 0.5, 0.9], [0, 0.5, 0.1, 0.8, 0.7]])
+    torch.testing.assert_close(
+        onnx.predict(clips, rois), eager.predict(clips, rois), atol=1e-5, rtol=0
+    )
