@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -68,14 +67,13 @@ DETECT_BODY: dict[str, Any] = {
                             "description": "the video segment (any container/codec ffmpeg reads)",
                         },
                         "request": {
-                            "type": "string",
-                            "contentMediaType": "application/json",
-                            "description": "a JSON document (schema: DetectRequest)",
-                            "contentSchema": {"$ref": "#/components/schemas/DetectRequest"},
-                            "example": json.dumps(EXAMPLE_REQUEST),
+                            "$ref": "#/components/schemas/DetectRequest",
+                            "description": "the request, a JSON document",
+                            "example": EXAMPLE_REQUEST,
                         },
                     },
-                }
+                },
+                "encoding": {"request": {"contentType": "application/json"}},
             }
         },
     }
@@ -112,12 +110,17 @@ LOAD_FAILED = "the model failed to load (the service log says why)"
 async def require_api_key(request: Request, bearer: BearerKey, header: HeaderKey) -> None:
     """``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` when API keys are configured.
 
+    An ``Authorization`` header, when sent, is the credential: one that is not ``Bearer`` with a
+    key (another scheme, an empty token) is refused even next to a valid ``X-API-Key``.
     Compared in constant time with every configured key (no early exit).
     """
     keys = get_state(request).settings.api_key_values()
     if not keys:
         return
-    presented = bearer.credentials.strip() if bearer else header
+    if "authorization" in request.headers:
+        presented: str | None = bearer.credentials.strip() if bearer else ""
+    else:
+        presented = header
     if presented is None:
         raise UnauthorizedError("an API key is required", headers={"WWW-Authenticate": "Bearer"})
     candidate = presented.encode()

@@ -104,3 +104,17 @@ async def test_settings_open_metrics_and_documents(tiny_model: TinyModel):
     assert model.status_code == 401  # the model card stays behind the key
     assert docs_only == {"/metrics": 401, "/docs": 200, "/redoc": 200, "/openapi.json": 200}
     assert no_keys == dict.fromkeys(CLOSED, 200)
+
+
+@pytest.mark.parametrize("authorization", ["Bearer ", "Basic a2V5OmtleQ==", f"Bearer {OTHER}"])
+async def test_a_bad_authorization_header_is_refused_next_to_a_good_key(
+    tiny_model: TinyModel, authorization: str
+):
+    # found by schemathesis: "Authorization: Bearer " with a valid X-API-Key was let through
+    async with serve(tiny_model.path, api_keys=KEY) as s:
+        both = await s.client.get(
+            "/v1/model", headers={"Authorization": authorization, "X-API-Key": KEY}
+        )
+        key_only = await s.client.get("/v1/model", headers={"X-API-Key": KEY})
+    assert both.status_code == 401 and both.json()["error"]["code"] == "unauthorized"
+    assert key_only.status_code == 200
