@@ -82,8 +82,10 @@ async def test_openapi_publishes_schemas_security_and_every_response(tiny_model:
     }
     assert {"KeyframeIn", "BoxIn"} <= schemas.keys()
     request = doc["paths"]["/detect"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    part = request["schema"]["properties"]["request"]
-    assert part["contentSchema"] == {"$ref": "#/components/schemas/DetectRequest"}
+    assert (
+        request["schema"]["properties"]["request"]["$ref"] == "#/components/schemas/DetectRequest"
+    )
+    assert request["encoding"] == {"request": {"contentType": "application/json"}}
 
     assert set(doc["components"]["securitySchemes"]) == {"Bearer", "X-API-Key"}
     bearer = doc["components"]["securitySchemes"]["Bearer"]
