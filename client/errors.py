@@ -58,7 +58,8 @@ class FBILConnectionError(FBILError):
 
 
 class BadRequestError(FBILError):
-    """400: the request document or its boxes are invalid (``bad_request``, ``bad_box``)."""
+    """400: the form, the request document or its boxes are invalid (``bad_json``,
+    ``invalid_request``, ``bad_box``, ...: the service's README lists every code)."""
 
 
 class AuthenticationError(FBILError):
@@ -66,11 +67,11 @@ class AuthenticationError(FBILError):
 
 
 class PayloadTooLargeError(FBILError):
-    """413: the upload or the video exceeds the service's limits."""
+    """413: the upload, the video, or the keyframe or box count exceeds the service's limits."""
 
 
 class UnsupportedVideoError(FBILError):
-    """415: not a video, or no video stream."""
+    """415: not a multipart body, not a video, or no video stream."""
 
 
 class UnprocessableVideoError(FBILError):

@@ -92,11 +92,15 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "global" not in str(e).lower():  # garbage bytes, not a forbidden object
-            raise CheckpointError(f"{path} is not a readable checkpoint: {e}") from e
+        reason = _unpickler_reason(e)
+        if not _looks_pickled(path):  # garbage bytes, not a forbidden object
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint (no safetensors, torch or pickle file): "
+                f"{reason}"
+            ) from e
         raise CheckpointError(
-            f"{path} holds objects other than weights; refusing to unpickle it "
-            f"(only tensors and plain containers are loaded): {e}"
+            f"{path} is not a checkpoint of plain weights: it holds objects or pickle opcodes "
+            f"other than tensors and plain containers; refusing to unpickle it ({reason})"
         ) from e
     except Exception as e:  # torch.load raises many types on foreign bytes
         raise CheckpointError(f"{path} is not a readable checkpoint: {e!r}") from e
@@ -111,6 +115,20 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
     if bad:
         raise CheckpointError(f"{path}: state dict entries that are not tensors: {bad[:5]}")
     return obj, {}
+
+
+def _looks_pickled(path: Path) -> bool:
+    """A torch zip archive (``PK``) or a pickle of protocol 2 or later (``PROTO`` opcode)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
+
+
+def _unpickler_reason(e: pickle.UnpicklingError) -> str:
+    """What torch's safe unpickler refused, without its advice to load unsafely instead."""
+    paragraphs = str(e).split("Check the documentation")[0].split("\n\n")
+    kept = [p for p in paragraphs if p.strip() and not p.startswith("Weights only load failed")]
+    return " ".join(" ".join(kept or paragraphs).split())[:300]
 
 
 def _kind(state: dict[str, Tensor]) -> str:
@@ -199,6 +217,7 @@ def load_model(
     if isinstance(config, (str, os.PathLike)):
         config = load_config(config)
     if config is None and embedded is None:
+        read_weights(path)  # a file that is no checkpoint at all (or an unsafe pickle) says so
         raise CheckpointError(
             f"{path} embeds no config; pass the model's YAML config (e.g. --config)"
         )

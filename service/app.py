@@ -14,13 +14,20 @@ from fbil.service.batching import Batcher
 from fbil.service.docs import install_docs
 from fbil.service.errors import install_error_handlers
 from fbil.service.metrics import Metrics
-from fbil.service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from fbil.service.middleware import (
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+    UploadGuard,
+    UploadLimits,
+)
 from fbil.service.routes import router
 from fbil.service.runtimes import load_runtime
 from fbil.service.settings import Settings
 from fbil.service.state import ServiceState
 
 log = logging.getLogger(__name__)
+
+BATCHER_STOP_S = 0.5  # at shutdown, the longest wait for the batch worker to stop
 
 DESCRIPTION = """
 Spatio-temporal action detection (FBIL: SlowFast backbone + attention head, AVA v2.2 classes).
@@ -106,12 +113,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        # uvicorn runs this once every request has been answered, or cancelled (answered 503)
+        # when the graceful-shutdown time was over: nobody waits for a result any more, so
+        # neither a running decode nor a running batch may hold the process (they end with it)
         state.ready = False
         if not state.loading.done():
             state.loading.cancel()
+        state.decode_pool.shutdown(wait=False, cancel_futures=True)
         if state.batcher is not None:
-            await state.batcher.stop()  # runs what is queued; in-flight requests get answers
-        state.decode_pool.shutdown(wait=True)
+            try:
+                await asyncio.wait_for(state.batcher.stop(), BATCHER_STOP_S)
+            except TimeoutError:
+                log.warning("a batch was still running at shutdown; it was abandoned")
         log.info("stopped")
 
 
@@ -136,7 +149,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     install_docs(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.upload_limit)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost
+    app.add_middleware(UploadGuard, limits=UploadLimits.from_settings(settings))
+    app.add_middleware(  # outermost
+        RequestContextMiddleware, metrics=metrics, retry_after_s=settings.retry_after_s
+    )
     return app
 
 

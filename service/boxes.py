@@ -8,8 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from fbil.model.video import VideoTooLargeError
-from fbil.service.errors import ServiceError
+from fbil.service.errors import ServiceError, TooManyBoxesError
 
 
 class BadBoxError(ServiceError):
@@ -32,13 +31,16 @@ def normalize_boxes(
     ``pixels`` are coordinates in the displayed frame of ``width`` x ``height``; ``normalized``
     are already fractions of it. Row ``i`` is box ``i``. Boxes may exceed the frame by
     ``tolerance`` (a fraction of its size) and are then clipped; anything else raises
-    :class:`BadBoxError` naming the box. More than ``max_boxes`` boxes are refused as too
-    large a request (:class:`VideoTooLargeError`, HTTP 413).
+    :class:`BadBoxError` naming the box. More than ``max_boxes`` boxes are refused
+    (:class:`TooManyBoxesError`, HTTP 413).
     """
     if box_format not in ("pixels", "normalized"):
         raise BadBoxError(f"unknown box format {box_format!r} (pixels or normalized)")
     if max_boxes is not None and len(boxes) > max_boxes:
-        raise VideoTooLargeError(f"{len(boxes)} boxes given, the limit is {max_boxes} per keyframe")
+        raise TooManyBoxesError(
+            f"{len(boxes)} boxes given, the limit is {max_boxes} per keyframe",
+            {"max_boxes_per_keyframe": max_boxes},
+        )
     scale = np.array([width, height, width, height], dtype=np.float64)
     rows = []
     for i, box in enumerate(boxes):
@@ -53,21 +55,30 @@ def normalize_boxes(
 def _box_values(i: int, box: Sequence[float]) -> np.ndarray:
     try:
         values = np.asarray(box, dtype=np.float64)
+    except OverflowError as e:  # an integer beyond float64 (JSON has no size limit)
+        raise BadBoxError(f"box {i} has a coordinate too large for a number: {_short(box)}") from e
     except (TypeError, ValueError) as e:
-        raise BadBoxError(f"box {i} is not 4 numbers: {box!r}") from e
+        raise BadBoxError(f"box {i} is not 4 numbers: {_short(box)}") from e
     if values.shape != (4,):
-        raise BadBoxError(f"box {i} needs 4 numbers x1, y1, x2, y2, got {box!r}")
+        raise BadBoxError(f"box {i} needs 4 numbers x1, y1, x2, y2, got {_short(box)}")
     if not np.isfinite(values).all():
-        raise BadBoxError(f"box {i} has a non-finite coordinate: {box!r}")
+        raise BadBoxError(f"box {i} has a non-finite coordinate: {_short(box)}")
     return values
 
 
 def _check_box(i: int, box: Sequence[float], norm: np.ndarray, tolerance: float) -> None:
     x1, y1, x2, y2 = norm
     if not (x1 < x2 and y1 < y2):
-        raise BadBoxError(f"box {i} is empty or inverted (needs x1 < x2 and y1 < y2): {box!r}")
+        raise BadBoxError(
+            f"box {i} is empty or inverted (needs x1 < x2 and y1 < y2): {_short(box)}"
+        )
     if norm.min() < -tolerance or norm.max() > 1 + tolerance:
-        raise BadBoxError(f"box {i} lies outside the frame: {box!r}")
+        raise BadBoxError(f"box {i} lies outside the frame: {_short(box)}")
     clipped = np.clip(norm, 0.0, 1.0)
     if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
-        raise BadBoxError(f"box {i} has no area inside the frame: {box!r}")
+        raise BadBoxError(f"box {i} has no area inside the frame: {_short(box)}")
+
+
+def _short(box: Sequence[float], limit: int = 80) -> str:
+    text = repr(box)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

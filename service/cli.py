@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -61,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fbil-serve: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_json)
+    # imported here: --help answers without importing torch or PyAV (the error module does)
+    from fbil.service.http_limits import HeaderLimits, LimitedHttpToolsProtocol
+
     uvicorn.run(
         "fbil.service.app:create_app_from_env",
         factory=True,
@@ -69,8 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=settings.workers,
         log_config=logging_config(settings.log_level, settings.log_json),
         access_log=False,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+        # a float works (asyncio.timeout); int() made 0.5 s no grace at all
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
         proxy_headers=True,
+        # header size and time limits (431/408); a partial pickles for FBIL_WORKERS > 1
+        http=functools.partial(  # type: ignore[arg-type]
+            LimitedHttpToolsProtocol, limits=HeaderLimits.from_settings(settings)
+        ),
     )
     return 0
 

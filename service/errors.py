@@ -9,6 +9,7 @@ never shown to the caller).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,6 +27,59 @@ from fbil.model.video import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    status: int
+    meaning: str
+
+
+# every error code the service answers with: README's "Errors" table and the OpenAPI document
+# are checked against this (tests/service/test_error_codes.py)
+ERROR_CODES: tuple[ErrorCode, ...] = (
+    ErrorCode("bad_request", 400, "a malformed HTTP request not covered by a code below"),
+    ErrorCode("bad_multipart", 400, "the multipart body is broken (no boundary, truncated)"),
+    ErrorCode("missing_part", 400, "the form lacks its `video` or `request` part"),
+    ErrorCode("unexpected_part", 400, "a form part other than `video` and `request`, or one twice"),
+    ErrorCode("bad_json", 400, "the `request` part is not UTF-8 JSON"),
+    ErrorCode("invalid_request", 400, "the JSON does not fit DetectRequest (`details.errors`)"),
+    ErrorCode("bad_box", 400, "a box is not 4 finite numbers, is empty or lies outside the frame"),
+    ErrorCode("unauthorized", 401, "API key missing or wrong (when `FBIL_API_KEYS` is set)"),
+    ErrorCode("not_found", 404, "no such route"),
+    ErrorCode("method_not_allowed", 405, "the route exists, not with this method"),
+    ErrorCode("header_timeout", 408, "the headers took over `FBIL_HEADER_TIMEOUT_S`; closed"),
+    ErrorCode("upload_idle_timeout", 408, "the body paused over `FBIL_UPLOAD_IDLE_TIMEOUT_S`"),
+    ErrorCode("upload_too_slow", 408, "the body arrived below `FBIL_MIN_UPLOAD_BYTES_PER_S`"),
+    ErrorCode("request_timeout", 408, "headers and body took over `FBIL_REQUEST_TIMEOUT_S`"),
+    ErrorCode("payload_too_large", 413, "the request body is over `FBIL_MAX_UPLOAD_BYTES`"),
+    ErrorCode(
+        "request_json_too_large", 413, "the `request` part is over `FBIL_MAX_REQUEST_JSON_BYTES`"
+    ),
+    ErrorCode("too_many_keyframes", 413, "more keyframes than `FBIL_MAX_KEYFRAMES`"),
+    ErrorCode("too_many_boxes", 413, "more boxes on a keyframe than `FBIL_MAX_BOXES_PER_KEYFRAME`"),
+    ErrorCode("video_too_large", 413, "the video's bytes, duration or frame size over its limit"),
+    ErrorCode("not_multipart", 415, "the body is not `multipart/form-data`"),
+    ErrorCode("not_a_video", 415, "the `video` part is no container FFmpeg reads"),
+    ErrorCode("no_video_stream", 415, "the container holds no video stream"),
+    ErrorCode("undecodable_video", 422, "no frame (or none near a keyframe) could be decoded"),
+    ErrorCode("keyframe_out_of_range", 422, "a keyframe time lies outside the segment"),
+    ErrorCode("video_error", 422, "another problem with the video"),
+    ErrorCode("headers_too_large", 431, "the request headers are over `FBIL_MAX_HEADER_BYTES`"),
+    ErrorCode("client_closed_request", 499, "the caller left first (logged, never sent)"),
+    ErrorCode("internal_error", 500, "unexpected: logged with the request id, no internals shown"),
+    ErrorCode("overloaded", 503, "queue, in-flight or pending-upload limit reached; retry later"),
+    ErrorCode("shutting_down", 503, "the service stopped before answering; retry (elsewhere)"),
+    ErrorCode("not_ready", 503, "the model is loading, or failed to (message says why)"),
+    ErrorCode("model_failed", 503, "`/healthz`: the model failed to load; restart the process"),
+)
+
+
+def codes_with_status(status: int) -> list[str]:
+    """The codes of :data:`ERROR_CODES` answered with HTTP ``status``."""
+    return [e.code for e in ERROR_CODES if e.status == status]
+
 
 # most specific first: the first matching class wins
 VIDEO_ERROR_STATUS: tuple[tuple[type[VideoError], int], ...] = (
@@ -60,6 +114,26 @@ class BadRequestError(ServiceError):
     status, code = 400, "bad_request"
 
 
+class BadMultipartError(ServiceError):
+    status, code = 400, "bad_multipart"
+
+
+class MissingPartError(ServiceError):
+    status, code = 400, "missing_part"
+
+
+class UnexpectedPartError(ServiceError):
+    status, code = 400, "unexpected_part"
+
+
+class BadJSONError(ServiceError):
+    status, code = 400, "bad_json"
+
+
+class InvalidRequestError(ServiceError):
+    status, code = 400, "invalid_request"
+
+
 class UnauthorizedError(ServiceError):
     status, code = 401, "unauthorized"
 
@@ -68,8 +142,57 @@ class PayloadTooLargeError(ServiceError):
     status, code = 413, "payload_too_large"
 
 
+class RequestTimeoutError(ServiceError):
+    """The request did not arrive in time (the connection is closed after the answer)."""
+
+    status, code = 408, "request_timeout"
+
+
+class UploadIdleTimeoutError(RequestTimeoutError):
+    code = "upload_idle_timeout"
+
+
+class UploadTooSlowError(RequestTimeoutError):
+    code = "upload_too_slow"
+
+
+class HeaderTimeoutError(RequestTimeoutError):
+    """Sent by the HTTP protocol (:mod:`fbil.service.http_limits`), not raised in the app."""
+
+    code = "header_timeout"
+
+
+class HeadersTooLargeError(ServiceError):
+    """Sent by the HTTP protocol (:mod:`fbil.service.http_limits`), not raised in the app."""
+
+    status, code = 431, "headers_too_large"
+
+
+class RequestJSONTooLargeError(ServiceError):
+    status, code = 413, "request_json_too_large"
+
+
+class TooManyKeyframesError(ServiceError):
+    status, code = 413, "too_many_keyframes"
+
+
+class TooManyBoxesError(ServiceError):
+    status, code = 413, "too_many_boxes"
+
+
+class NotMultipartError(ServiceError):
+    status, code = 415, "not_multipart"
+
+
 class OverloadedError(ServiceError):
     status, code = 503, "overloaded"
+
+
+class ShuttingDownError(ServiceError):
+    """Sent by :class:`~fbil.service.middleware.RequestContextMiddleware` to requests still
+    running when the graceful-shutdown time is over."""
+
+    status, code = 503, "shutting_down"
 
 
 class NotReadyError(ServiceError):
@@ -121,13 +244,20 @@ async def _video_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-    return error_response(400, "bad_request", "invalid request", {"errors": errors})
+    return error_response(400, "invalid_request", "invalid request", {"errors": errors})
+
+
+HTTP_ERROR_CODES: dict[int, str] = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-    code = codes.get(exc.status_code, "bad_request" if exc.status_code < 500 else "error")
+    fallback = "bad_request" if exc.status_code < 500 else "internal_error"
+    code = HTTP_ERROR_CODES.get(exc.status_code, fallback)
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 

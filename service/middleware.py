@@ -1,19 +1,32 @@
-"""Pure ASGI middleware: request ids, access logs, request metrics, the bare 500, upload limit."""
+"""Pure ASGI middleware: request ids, access logs, request metrics, the bare 500, the 503 of
+requests cut at shutdown, upload limit, upload deadlines."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fbil.service.errors import PayloadTooLargeError, error_body
+from fbil.service.errors import (
+    OverloadedError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    ShuttingDownError,
+    UploadIdleTimeoutError,
+    UploadTooSlowError,
+    error_body,
+)
+from fbil.service.http_limits import REQUEST_STARTED
 from fbil.service.logs import request_id_var
 from fbil.service.metrics import Metrics
+from fbil.service.settings import Settings
 
 log = logging.getLogger("fbil.service.access")
 
@@ -39,12 +52,15 @@ async def send_json(send: Send, status: int, body: dict[str, Any], headers: list
 
 class RequestContextMiddleware:
     """Request id (taken from ``X-Request-ID`` when sane, else new; always returned), one
-    access log line, request count/latency by route and status, and a bare 500 for anything
-    unexpected (logged with the request id and traceback)."""
+    access log line, request count/latency by route and status, a bare 500 for anything
+    unexpected (logged with the request id and traceback), and a 503 ``shutting_down`` with
+    ``Retry-After`` for a request cancelled before its answer (uvicorn cancels the requests
+    still running when the graceful-shutdown time is over)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, retry_after_s: int = 1) -> None:
         self.app = app
         self.metrics = metrics
+        self.retry_after_s = retry_after_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,6 +91,19 @@ class RequestContextMiddleware:
                     "internal_error", "internal server error", {"request_id": request_id}
                 )
                 await send_json(send, 500, body, [header])
+        except asyncio.CancelledError:
+            if status != 0:
+                raise
+            log.warning("cancelled at shutdown: %s %s", scope["method"], scope["path"])
+            status = 503
+            body = error_body(
+                ShuttingDownError.code,
+                "the service stopped before this request was answered; retry it",
+                {"request_id": request_id},
+            )
+            retry = (b"retry-after", str(self.retry_after_s).encode())
+            await send_json(send, 503, body, [header, retry, (b"connection", b"close")])
+            # the task ends here: uvicorn cancels it only to end it
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
@@ -152,3 +181,158 @@ class BodyLimitMiddleware:
         return PayloadTooLargeError(
             f"{what}; the limit is {self.limit} bytes", {"max_upload_bytes": self.limit}
         )
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """How many request bodies may arrive at once and how slowly (see :class:`UploadGuard`)."""
+
+    max_pending: int
+    idle_timeout_s: float
+    min_bytes_per_s: float
+    grace_s: float
+    request_timeout_s: float
+    retry_after_s: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> UploadLimits:
+        return cls(
+            s.max_pending_uploads,
+            s.upload_idle_timeout_s,
+            s.min_upload_bytes_per_s,
+            s.upload_grace_s,
+            s.request_timeout_s,
+            s.retry_after_s,
+        )
+
+
+class _BodyClock:
+    """The deadlines of one body: the next piece within ``idle_timeout_s`` of the last; on
+    average ``min_bytes_per_s`` once ``grace_s`` has passed (Kestrel's MinRequestBodyDataRate);
+    all of it within ``request_timeout_s`` of the request's first byte."""
+
+    def __init__(self, limits: UploadLimits, request_started: float, now: float) -> None:
+        self.limits = limits
+        self.request_started = request_started
+        self.body_started = self.last = now
+        self.received = 0
+
+    def add(self, size: int, now: float) -> None:
+        self.received += size
+        self.last = now
+
+    def next_deadline(self) -> tuple[float, RequestTimeoutError]:
+        """The earliest deadline (a ``time.monotonic()`` time) and the error it raises."""
+        lim = self.limits
+        deadlines = [
+            (
+                self.request_started + lim.request_timeout_s,
+                RequestTimeoutError(
+                    f"the request did not arrive within {lim.request_timeout_s:g} s",
+                    {"request_timeout_s": lim.request_timeout_s},
+                ),
+            ),
+            (
+                self.last + lim.idle_timeout_s,
+                UploadIdleTimeoutError(
+                    f"no byte of the request body for {lim.idle_timeout_s:g} s",
+                    {"upload_idle_timeout_s": lim.idle_timeout_s},
+                ),
+            ),
+        ]
+        if lim.min_bytes_per_s > 0:
+            in_time = self.received / lim.min_bytes_per_s  # seconds these bytes may have taken
+            deadlines.append(
+                (
+                    self.body_started + max(lim.grace_s, in_time),
+                    UploadTooSlowError(
+                        f"the request body arrives slower than {lim.min_bytes_per_s:g} bytes/s",
+                        {"min_upload_bytes_per_s": lim.min_bytes_per_s, "received": self.received},
+                    ),
+                )
+            )
+        deadline, error = min(deadlines, key=lambda d: d[0])
+        error.headers["Connection"] = "close"  # stop reading the rest of it
+        return deadline, error
+
+
+def _has_body(scope: Scope) -> bool:
+    headers = dict(scope["headers"])
+    length = headers.get(b"content-length", b"")
+    return (length.isdigit() and int(length) > 0) or b"transfer-encoding" in headers
+
+
+class UploadGuard:
+    """Request bodies: at most ``max_pending`` arriving at once (beyond it: 503 ``overloaded``
+    before reading), each within the deadlines of :class:`_BodyClock` (408 ``request_timeout``,
+    ``upload_idle_timeout`` or ``upload_too_slow``; the connection is then closed).
+
+    A body holds its pending slot until its last byte has arrived (or the request ends), so a
+    slow upload holds no ``/detect`` processing slot: routes count those once the body is in.
+    """
+
+    def __init__(self, app: ASGIApp, limits: UploadLimits) -> None:
+        self.app = app
+        self.limits = limits
+        self.pending = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        if self.pending >= self.limits.max_pending:
+            error = OverloadedError(
+                f"{self.pending} request bodies arriving, the limit is {self.limits.max_pending}"
+            )
+            headers = [
+                (b"retry-after", str(self.limits.retry_after_s).encode()),
+                (b"connection", b"close"),
+            ]
+            await send_json(send, 503, error_body(error.code, error.message), headers)
+            return
+        now = time.monotonic()
+        clock = _BodyClock(self.limits, scope.get("extensions", {}).get(REQUEST_STARTED, now), now)
+        self.pending += 1
+        holding = True
+        started = False
+
+        def release() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                self.pending -= 1
+
+        async def guarded_receive() -> Message:
+            if not holding:  # the body is in: what follows is the disconnect
+                return await receive()
+            deadline, error = clock.next_deadline()
+            if deadline <= time.monotonic():
+                raise error
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    message = await receive()
+            except TimeoutError:
+                raise error from None
+            if message["type"] == "http.request":
+                clock.add(len(message.get("body", b"")), time.monotonic())
+                if message.get("more_body", False):
+                    return message
+            release()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, tracking_send)
+        except RequestTimeoutError as error:
+            if started:
+                raise
+            headers = [(b"connection", b"close")]
+            await send_json(
+                send, 408, error_body(error.code, error.message, error.details), headers
+            )
+        finally:
+            release()

@@ -14,22 +14,22 @@ import torch
 from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 
 from fbil.model import LabelMap
-from fbil.model.video import Clip, VideoInfo, VideoTooLargeError, decode_clips
+from fbil.model.video import Clip, VideoInfo, decode_clips
 from fbil.service.batching import ClipResult
 from fbil.service.boxes import normalize_boxes
 from fbil.service.errors import (
-    BadRequestError,
     ClientDisconnectedError,
     ModelFailedError,
     NotReadyError,
     OverloadedError,
+    TooManyKeyframesError,
     UnauthorizedError,
+    codes_with_status,
 )
+from fbil.service.form import read_detect_form
 from fbil.service.runtimes import Runtime
 from fbil.service.schemas import (
     EXAMPLE_REQUEST,
@@ -81,7 +81,14 @@ DETECT_BODY: dict[str, Any] = {
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorResponse} for status in statuses}
+    """OpenAPI error responses: the one error shape, the codes of each status named."""
+    return {
+        status: {
+            "model": ErrorResponse,
+            "description": "error codes: " + ", ".join(f"`{c}`" for c in codes_with_status(status)),
+        }
+        for status in statuses
+    }
 
 
 def get_state(request: Request) -> ServiceState:
@@ -211,6 +218,7 @@ async def model_card(request: Request) -> ModelCard:
             "max_keyframes": s.max_keyframes,
             "max_boxes_per_keyframe": s.max_boxes_per_keyframe,
             "max_upload_bytes": s.upload_limit,
+            "max_request_json_bytes": s.max_request_json_bytes,
         },
         batching={
             "max_batch_size": s.max_batch_size,
@@ -234,7 +242,7 @@ def _not_ready_message(state: ServiceState) -> str:
 @router.post(
     "/detect",
     response_model=DetectResponse,
-    responses=_errors(400, 401, 413, 415, 422, 503),
+    responses=_errors(400, 401, 408, 413, 415, 422, 503),
     dependencies=[Depends(require_api_key)],
     openapi_extra=DETECT_BODY,
     tags=["detect"],
@@ -249,6 +257,19 @@ async def detect(request: Request) -> DetectResponse:
     state = get_state(request)
     started = time.perf_counter()
     _runtime(state)
+    _admit(state)  # refused before the upload is read when every slot is taken
+    # the upload holds no slot (slow ones cannot starve the others): middleware.UploadGuard
+    # bounds how many arrive at once and how slowly
+    data, body = await _read_form(request)
+    _admit(state)
+    state.inflight += 1
+    try:
+        return await _detect(request, state, started, data, body)
+    finally:
+        state.inflight -= 1
+
+
+def _admit(state: ServiceState) -> None:
     if state.inflight >= state.settings.max_inflight_requests:
         state.metrics.rejected.labels("inflight").inc()
         raise OverloadedError(
@@ -256,11 +277,6 @@ async def detect(request: Request) -> DetectResponse:
             f"{state.settings.max_inflight_requests}",
             headers=_retry_after(state),
         )
-    state.inflight += 1
-    try:
-        return await _detect(request, state, started)
-    finally:
-        state.inflight -= 1
 
 
 async def _read_form(request: Request) -> tuple[bytes, DetectRequest]:
@@ -271,32 +287,19 @@ async def _read_form(request: Request) -> tuple[bytes, DetectRequest]:
 
 
 async def _parse_form(request: Request) -> tuple[bytes, DetectRequest]:
-    async with request.form(max_files=1, max_fields=1) as form:
-        video, text = form.get("video"), form.get("request")
-        if not isinstance(video, UploadFile):
-            raise BadRequestError("the form needs a file part named 'video'")
-        if isinstance(text, UploadFile):
-            text = (await text.read()).decode("utf-8", errors="replace")
-        if text is None:
-            raise BadRequestError("the form needs a part named 'request' holding JSON")
-        data = await video.read()
-    try:
-        return data, DetectRequest.model_validate_json(text)
-    except ValidationError as e:
-        errors = [
-            {"loc": list(err["loc"]), "msg": err["msg"]}
-            for err in e.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        raise BadRequestError("invalid request JSON", {"errors": errors}) from None
+    max_json_bytes = get_state(request).settings.max_request_json_bytes
+    return await read_detect_form(request, max_json_bytes=max_json_bytes)
 
 
-async def _detect(request: Request, state: ServiceState, started: float) -> DetectResponse:
+async def _detect(
+    request: Request, state: ServiceState, started: float, data: bytes, body: DetectRequest
+) -> DetectResponse:
     settings, metrics = state.settings, state.metrics
     runtime = _runtime(state)
-    data, body = await _read_form(request)
     if len(body.keyframes) > settings.max_keyframes:
-        raise VideoTooLargeError(
-            f"{len(body.keyframes)} keyframes requested, the limit is {settings.max_keyframes}"
+        raise TooManyKeyframesError(
+            f"{len(body.keyframes)} keyframes requested, the limit is {settings.max_keyframes}",
+            {"max_keyframes": settings.max_keyframes},
         )
     loop = asyncio.get_running_loop()
     decode = functools.partial(

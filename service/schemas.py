@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from fbil.service.errors import ERROR_CODES
 
 EXAMPLE_REQUEST: dict[str, Any] = {
     "keyframes": [
@@ -53,13 +57,35 @@ EXAMPLE_RESPONSE: dict[str, Any] = {
 }
 
 
+def _json_number(value: object) -> object:
+    """A JSON number, finite: no strings, no booleans, no NaN/Infinity (one error, no union)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("number_type", "Input should be a JSON number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("finite_number", "Input should be a finite number")
+    return value
+
+
+def _json_id(value: object) -> object:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+        raise PydanticCustomError("id_type", "Input should be a string or an integer")
+    return value
+
+
+Number = Annotated[int | float, BeforeValidator(_json_number)]
+ActorId = Annotated[str | int | None, BeforeValidator(_json_id)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request documents: unknown fields refused, JSON types as written (``"107"`` is no
+    number, ``true`` no integer), no NaN or Infinity."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class BoxIn(_Strict):
-    box: list[int | float] = Field(description="x1, y1, x2, y2 (pixels or 0..1, see box_format)")
-    id: str | int | None = Field(None, description="echoed back; default: the box's index")
+    box: list[Number] = Field(description="x1, y1, x2, y2 (pixels or 0..1, see box_format)")
+    id: ActorId = Field(None, description="echoed back; default: the box's index")
 
 
 class KeyframeIn(_Strict):
@@ -74,7 +100,12 @@ class KeyframeIn(_Strict):
 class DetectRequest(_Strict):
     """The ``request`` form field of ``POST /detect`` (a JSON document)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [EXAMPLE_REQUEST]},
+    )
 
     keyframes: list[KeyframeIn] = Field(min_length=1)
     box_format: Literal["pixels", "normalized"] = "pixels"
@@ -135,7 +166,10 @@ class DetectResponse(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str
+    code: str = Field(
+        description="machine-readable; the list is in README's Errors section",
+        json_schema_extra={"enum": [e.code for e in ERROR_CODES]},
+    )
     message: str
     details: dict[str, Any] = Field(default_factory=dict)
 

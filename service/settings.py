@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     )
     max_duration_s: float = Field(60.0, gt=0)
     max_frame_pixels: int = Field(3840 * 2160, ge=1)
+    max_request_json_bytes: int = Field(MIB, ge=1, description="the request part of /detect")
     max_keyframes: int = Field(16, ge=1)
     max_boxes_per_keyframe: int = Field(32, ge=1)
 
@@ -65,6 +66,21 @@ class Settings(BaseSettings):
     max_inflight_requests: int = Field(64, ge=1, description="concurrent /detect requests")
     decode_workers: int = Field(2, ge=1, description="threads decoding videos")
     retry_after_s: int = Field(1, ge=0, description="Retry-After of 503 responses")
+    max_pending_uploads: int = Field(
+        128, ge=1, description="request bodies arriving at once (they hold no /detect slot)"
+    )
+
+    # slow clients: headers (431/408) and bodies (408), from the request's first byte
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line and headers")
+    header_timeout_s: float = Field(10.0, gt=0, description="time for a request's headers")
+    upload_idle_timeout_s: float = Field(10.0, gt=0, description="longest pause in a body")
+    min_upload_bytes_per_s: float = Field(
+        1024.0, ge=0, description="slowest average body rate once upload_grace_s has passed"
+    )
+    upload_grace_s: float = Field(5.0, ge=0, description="time before the rate is checked")
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="time for a whole request (headers and body) to arrive"
+    )
 
     # security, server, logs
     api_keys: SecretStr | None = Field(

@@ -126,6 +126,26 @@ def test_own_format_roundtrip_embeds_everything(tmp_path, reference, parity_inpu
     assert (logits - parity_outputs["logits"]).abs().max() < 1e-4
 
 
+def test_a_file_that_is_no_checkpoint_says_so_not_that_it_lacks_a_config(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    junk, evil, evil4 = tmp_path / "junk.pt", tmp_path / "evil.pt", tmp_path / "evil4.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    torch.save({"state_dict": Evil()}, evil)
+    evil4.write_bytes(pickle.dumps(Evil(), protocol=4))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as err:
+        model.load_model(junk)
+    assert "embeds no config" not in str(err.value)
+    for path, refused in ((evil, "GLOBAL posix.system"), (evil4, "Unsupported operand")):
+        with pytest.raises(CheckpointError, match="refusing to unpickle") as err:
+            model.load_model(path)
+        message = str(err.value)
+        assert "not a checkpoint of plain weights" in message and refused in message
+        assert "weights_only` set to `False`" not in message  # torch's advice to load unsafely
+
+
 def test_published_checkpoint_needs_a_config(reference):
     with pytest.raises(CheckpointError, match="embeds no config"):
         model.load_model(reference("parity_tiny", "checkpoint.pth.tar"))

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from fbil.model.video import VideoTooLargeError
 from fbil.service.boxes import BadBoxError, normalize_boxes
+from fbil.service.errors import TooManyBoxesError
 
 MAX = 3  # boxes per keyframe
 
@@ -68,9 +68,16 @@ def test_unknown_format() -> None:
 
 
 def test_too_many_boxes() -> None:
-    with pytest.raises(VideoTooLargeError, match="4 boxes given, the limit is 3") as err:
+    with pytest.raises(TooManyBoxesError, match="4 boxes given, the limit is 3") as err:
         normalize_boxes([[0, 0, 10, 10]] * 4, "pixels", 640, 480, max_boxes=MAX)
-    assert err.value.code == "video_too_large"
+    assert (err.value.status, err.value.code) == (413, "too_many_boxes")
+
+
+def test_integer_too_large_for_a_float_is_a_bad_box() -> None:
+    # JSON integers have no size limit; float64 overflowed into a 500 before
+    with pytest.raises(BadBoxError, match="box 1 has a coordinate too large") as err:
+        normalize_boxes([[0, 0, 8, 8], [0, 0, 10**400, 8]], "pixels", 640, 480, max_boxes=MAX)
+    assert len(err.value.message) < 150
 
 
 def test_box_count_at_the_limit_is_accepted() -> None:

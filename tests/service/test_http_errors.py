@@ -29,21 +29,21 @@ def assert_error(r: httpx.Response, status: int, code: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("request_text", "where"),
+    ("request_text", "code", "where"),
     [
-        ("{not json", None),
-        ('{"keyframes": []}', "keyframes"),
-        ('{"keyframes": [{"time": 1, "boxes": []}], "top_k": -1}', "top_k"),
-        ('{"keyframes": [{"boxes": []}], "box_format": "percent"}', "box_format"),
-        ('{"keyframes": [{"time": 1, "boxes": []}], "extra": 1}', "extra"),
+        ("{not json", "bad_json", None),
+        ('{"keyframes": []}', "invalid_request", "keyframes"),
+        ('{"keyframes": [{"time": 1, "boxes": []}], "top_k": -1}', "invalid_request", "top_k"),
+        ('{"keyframes": [{"boxes": []}], "box_format": "pc"}', "invalid_request", "box_format"),
+        ('{"keyframes": [{"time": 1, "boxes": []}], "extra": 1}', "invalid_request", "extra"),
     ],
 )
 async def test_malformed_request_json_is_400(
-    tiny_model: TinyModel, megamind: Path, request_text: str, where: str | None
+    tiny_model: TinyModel, megamind: Path, request_text: str, code: str, where: str | None
 ):
     async with serve(tiny_model.path) as s:
         r = await s.client.post("/detect", files=detect_files(megamind, request_text))
-    error = assert_error(r, 400, "bad_request")
+    error = assert_error(r, 400, code)
     if where:
         assert any(where in e["loc"] for e in error["details"]["errors"])
 
@@ -53,9 +53,9 @@ async def test_missing_form_parts_are_400(tiny_model: TinyModel, megamind: Path)
         no_video = await s.client.post("/detect", files={"request": (None, "{}")})
         no_request = await s.client.post("/detect", files={"video": ("v.avi", b"x")})
         not_multipart = await s.client.post("/detect", json=GOOD)
-    assert "video" in assert_error(no_video, 400, "bad_request")["message"]
-    assert "request" in assert_error(no_request, 400, "bad_request")["message"]
-    assert_error(not_multipart, 400, "bad_request")
+    assert "video" in assert_error(no_video, 400, "missing_part")["message"]
+    assert "request" in assert_error(no_request, 400, "missing_part")["message"]
+    assert "application/json" in assert_error(not_multipart, 415, "not_multipart")["message"]
 
 
 @pytest.mark.parametrize(
@@ -105,9 +105,11 @@ async def test_too_many_keyframes_or_boxes_are_413(tiny_model: TinyModel, megami
         # the keyframe count is checked before the video is looked at
         r_not_video = await s.client.post("/detect", files=detect_files(b"text" * 99, keyframes))
         r_at_limit = await s.client.post("/detect", files=detect_files(megamind, at_limit))
-    assert "3 keyframes" in assert_error(r_keyframes, 413, "video_too_large")["message"]
-    assert "3 boxes" in assert_error(r_boxes, 413, "video_too_large")["message"]
-    assert "3 keyframes" in assert_error(r_not_video, 413, "video_too_large")["message"]
+    error = assert_error(r_keyframes, 413, "too_many_keyframes")
+    assert "3 keyframes" in error["message"] and error["details"] == {"max_keyframes": 2}
+    error = assert_error(r_boxes, 413, "too_many_boxes")
+    assert "3 boxes" in error["message"] and error["details"] == {"max_boxes_per_keyframe": 2}
+    assert "3 keyframes" in assert_error(r_not_video, 413, "too_many_keyframes")["message"]
     assert r_at_limit.status_code == 200, r_at_limit.text
     assert [len(k["actors"]) for k in r_at_limit.json()["keyframes"]] == [2, 2]
 
