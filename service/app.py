@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from fbil.service.batching import Batcher
+from fbil.service.docs import install_docs
 from fbil.service.errors import install_error_handlers
 from fbil.service.metrics import Metrics
 from fbil.service.middleware import (
@@ -47,10 +48,11 @@ Errors share one shape: `{"error": {"code", "message", "details"}}`.
 async def _load(state: ServiceState) -> None:
     """Load the model and run a real warm-up forward in a thread; then accept requests."""
     s = state.settings
+    path = s.resolved_model_path()
     try:
         runtime = await asyncio.to_thread(
             load_runtime,
-            s.resolved_model_path(),
+            path,
             s.backend,
             device=s.device,
             config_path=s.config_path,
@@ -61,7 +63,8 @@ async def _load(state: ServiceState) -> None:
         await asyncio.to_thread(runtime.warmup)
     except Exception as e:
         state.load_error = f"{type(e).__name__}: {e}"
-        log.exception("the model could not be loaded; the service stays unready")
+        # the path and the reason go to the log only: /healthz and /readyz are public
+        log.exception("the model %s could not be loaded; the service stays unready", path)
         return
     state.runtime = runtime
     state.batcher = Batcher(
@@ -79,9 +82,31 @@ async def _load(state: ServiceState) -> None:
         log.warning("serving a DEMO model, not a trained AVA model: %s", meta.description)
 
 
+def _log_auth(settings: Settings) -> None:
+    """Whether API keys are on and what stays open without one (never the keys)."""
+    keys = settings.api_key_values()
+    if not keys:
+        log.warning("API keys are off (FBIL_API_KEYS unset): every route answers without a key")
+        return
+    public = [
+        name
+        for name, is_public in (
+            ("/metrics", settings.public_metrics),
+            ("/docs, /redoc, /openapi.json", settings.public_docs),
+        )
+        if is_public
+    ]
+    log.info(
+        "API keys are on (%d keys); without a key: /healthz, /readyz%s",
+        len(keys),
+        "".join(", " + name for name in public),
+    )
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
+    _log_auth(state.settings)
     state.decode_pool = ThreadPoolExecutor(
         state.settings.decode_workers, thread_name_prefix="fbil-decode"
     )
@@ -105,19 +130,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The service app. Raises :class:`~service.settings.SettingsError` when no model is set."""
+    """The service app. Raises :class:`~service.settings.SettingsError` when no model is set
+    or ``FBIL_API_KEYS`` is unusable."""
     settings = settings or Settings()
     settings.resolved_model_path()  # fail fast with a clear message
+    settings.api_key_values()
     metrics = Metrics(settings.max_batch_size)
     app = FastAPI(
         title="FBIL action detection",
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        openapi_url=None,  # served by install_docs, behind a key unless FBIL_PUBLIC_DOCS
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = ServiceState(settings=settings, metrics=metrics)
     install_error_handlers(app)
     app.include_router(router)
+    install_docs(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.upload_limit)
     app.add_middleware(UploadGuard, limits=UploadLimits.from_settings(settings))
     app.add_middleware(  # outermost

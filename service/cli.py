@@ -57,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
         settings.resolved_model_path()
+        settings.api_key_values()
     except (SettingsError, ValidationError) as e:
         print(f"fbil-serve: {e}", file=sys.stderr)
         return 2

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import json
 import time
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 import torch
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
@@ -67,13 +67,13 @@ DETECT_BODY: dict[str, Any] = {
                             "description": "the video segment (any container/codec ffmpeg reads)",
                         },
                         "request": {
-                            "type": "string",
-                            "contentMediaType": "application/json",
-                            "description": "a JSON document (schema: DetectRequest)",
-                            "example": json.dumps(EXAMPLE_REQUEST),
+                            "$ref": "#/components/schemas/DetectRequest",
+                            "description": "the request, a JSON document",
+                            "example": EXAMPLE_REQUEST,
                         },
                     },
-                }
+                },
+                "encoding": {"request": {"contentType": "application/json"}},
             }
         },
     }
@@ -95,23 +95,39 @@ def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip()
-    return request.headers.get("x-api-key")
+# the two ways to send a key; as dependencies they put the security schemes into the OpenAPI
+BEARER = HTTPBearer(
+    scheme_name="Bearer",
+    auto_error=False,
+    description="`Authorization: Bearer <key>` (FBIL_API_KEYS)",
+)
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="X-API-Key",
+    auto_error=False,
+    description="`X-API-Key: <key>` (FBIL_API_KEYS)",
+)
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+HeaderKey = Annotated[str | None, Security(API_KEY_HEADER)]
+
+# public bodies never carry the path or the exception: both are in the log
+LOAD_FAILED = "the model failed to load (the service log says why)"
 
 
-async def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request, bearer: BearerKey, header: HeaderKey) -> None:
     """``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` when API keys are configured.
 
+    An ``Authorization`` header, when sent, is the credential: one that is not ``Bearer`` with a
+    key (another scheme, an empty token) is refused even next to a valid ``X-API-Key``.
     Compared in constant time with every configured key (no early exit).
     """
     keys = get_state(request).settings.api_key_values()
     if not keys:
         return
-    presented = _presented_key(request)
+    if "authorization" in request.headers:
+        presented: str | None = bearer.credentials.strip() if bearer else ""
+    else:
+        presented = header
     if presented is None:
         raise UnauthorizedError("an API key is required", headers={"WWW-Authenticate": "Bearer"})
     candidate = presented.encode()
@@ -122,16 +138,26 @@ async def require_api_key(request: Request) -> None:
         raise UnauthorizedError("invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
 
+def require_api_key_unless(setting: Literal["public_metrics", "public_docs"]) -> Callable:
+    """:func:`require_api_key`, skipped when the boolean setting ``setting`` opens the route."""
+
+    async def dependency(request: Request, bearer: BearerKey, header: HeaderKey) -> None:
+        if not getattr(get_state(request).settings, setting):
+            await require_api_key(request, bearer, header)
+
+    return dependency
+
+
 def _retry_after(state: ServiceState) -> dict[str, str]:
     return {"Retry-After": str(state.settings.retry_after_s)}
 
 
-@router.get("/healthz", response_model=Status, tags=["health"])
+@router.get("/healthz", response_model=Status, responses=_errors(503), tags=["health"])
 async def healthz(request: Request) -> Status:
     """The process is alive (503 only when the model failed to load: restart it)."""
     state = get_state(request)
     if state.load_error:
-        raise ModelFailedError(f"the model failed to load: {state.load_error}")
+        raise ModelFailedError(LOAD_FAILED)
     return Status(status="ok")
 
 
@@ -140,14 +166,25 @@ async def readyz(request: Request) -> Status:
     """200 once the model has run a real warm-up forward; 503 before (or if it failed)."""
     state = get_state(request)
     if not state.ready:
-        message = state.load_error or "the model is loading"
-        raise NotReadyError(message, headers=_retry_after(state))
+        raise NotReadyError(_not_ready_message(state), headers=_retry_after(state))
     return Status(status="ready")
 
 
-@router.get("/metrics", tags=["health"], response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **_errors(401),
+    },
+    dependencies=[Depends(require_api_key_unless("public_metrics"))],
+    tags=["health"],
+)
 async def metrics(request: Request) -> Response:
-    """Prometheus text format."""
+    """Prometheus text format (needs a key when API keys are on, unless FBIL_PUBLIC_METRICS)."""
     registry = get_state(request).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -194,8 +231,12 @@ async def model_card(request: Request) -> ModelCard:
 
 def _runtime(state: ServiceState) -> Runtime:
     if not state.ready or state.runtime is None:
-        raise NotReadyError(state.load_error or "the model is loading", headers=_retry_after(state))
+        raise NotReadyError(_not_ready_message(state), headers=_retry_after(state))
     return state.runtime
+
+
+def _not_ready_message(state: ServiceState) -> str:
+    return LOAD_FAILED if state.load_error else "the model is loading"
 
 
 @router.post(

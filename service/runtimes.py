@@ -135,6 +135,8 @@ class OnnxRuntime(Runtime):
     ) -> None:
         import onnxruntime as ort
 
+        # ONNX Runtime sends usage telemetry by default (ETW events, on Windows): not from here
+        ort.disable_telemetry_events()
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads

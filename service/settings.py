@@ -21,6 +21,9 @@ class SettingsError(ValueError):
 
 
 DEMO_MODEL = "data/demo/model.onnx"
+# the value docker/fbil.env.example ships: a key anyone can read
+PLACEHOLDER_API_KEY = "replace-with-output-of-openssl-rand-hex-32"
+MIN_API_KEY_CHARS = 16
 
 
 def default_model_path() -> Path | None:
@@ -85,8 +88,14 @@ class Settings(BaseSettings):
     )
 
     # security, server, logs
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="comma-separated; empty disables API keys"
+    api_keys: SecretStr | None = Field(
+        None,
+        description=f"comma-separated keys of {MIN_API_KEY_CHARS}+ characters; unset: no keys "
+        "(set but holding no key, or the placeholder of docker/fbil.env.example: refused)",
+    )
+    public_metrics: bool = Field(False, description="/metrics answers without a key")
+    public_docs: bool = Field(
+        False, description="/docs, /redoc and /openapi.json answer without a key"
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -100,7 +109,7 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("api_keys", "onnx_providers", mode="before")
+    @field_validator("onnx_providers", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -145,4 +154,28 @@ class Settings(BaseSettings):
         return Path(path)
 
     def api_key_values(self) -> list[bytes]:
-        return [k.get_secret_value().encode() for k in self.api_keys]
+        """The API keys (empty: keys are off, ``FBIL_API_KEYS`` unset).
+
+        :class:`SettingsError` naming the variable when it is set but holds no key, holds the
+        placeholder of docker/fbil.env.example, or a key shorter than ``MIN_API_KEY_CHARS``.
+        """
+        if self.api_keys is None:
+            return []
+        keys = [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+        if not keys:
+            raise SettingsError(
+                "FBIL_API_KEYS is set but holds no key: set it to comma-separated keys "
+                "(openssl rand -hex 32), or unset it to serve without API keys"
+            )
+        for number, key in enumerate(keys, 1):
+            if key == PLACEHOLDER_API_KEY:
+                raise SettingsError(
+                    "FBIL_API_KEYS holds the placeholder of docker/fbil.env.example: replace it "
+                    "with a key of your own (openssl rand -hex 32)"
+                )
+            if len(key) < MIN_API_KEY_CHARS:
+                raise SettingsError(
+                    f"FBIL_API_KEYS: key {number} has {len(key)} characters, at least "
+                    f"{MIN_API_KEY_CHARS} are needed (openssl rand -hex 32 makes 64)"
+                )
+        return [k.encode() for k in keys]

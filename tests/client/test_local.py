@@ -37,10 +37,10 @@ def test_a_served_tiny_model_answers_the_client_and_stops_gracefully(
     monkeypatch.setenv("FBIL_MAX_KEYFRAMES", "1")
     video = encode([round(i * 1000 / 30) for i in range(60)])  # 2 s, 160x96
     log = tmp_path / "serve.log"
-    env = {"FBIL_API_KEYS": "k1"}
+    env = {"FBIL_API_KEYS": "local-service-key-1"}
     with local_service(tiny_model, env=env, hermetic=True, log_file=log, log_level=None) as served:
         assert served.url.startswith("http://127.0.0.1:")
-        with served.client(api_key="k1") as client:
+        with served.client(api_key="local-service-key-1") as client:
             assert client.ready() and client.health()
             info = client.model_info()
             assert (info.name, info.backend, len(info.labels)) == ("tiny", "eager", 60)

@@ -70,15 +70,15 @@ async def test_bad_boxes_are_400(tiny_model: TinyModel, megamind: Path, box: lis
 
 
 async def test_api_keys(tiny_model: TinyModel, megamind: Path):
-    async with serve(tiny_model.path, api_keys="key-one, key-two") as s:
+    async with serve(tiny_model.path, api_keys="key-one-0123456789, key-two-0123456789") as s:
         missing = await s.client.post("/detect", files=detect_files(megamind, GOOD))
         wrong = await s.client.get("/v1/model", headers={"Authorization": "Bearer nope"})
         bearer = await s.client.post(
             "/detect",
             files=detect_files(megamind, GOOD),
-            headers={"Authorization": "Bearer key-two"},
+            headers={"Authorization": "Bearer key-two-0123456789"},
         )
-        header = await s.client.get("/v1/model", headers={"X-API-Key": "key-one"})
+        header = await s.client.get("/v1/model", headers={"X-API-Key": "key-one-0123456789"})
         health = await s.client.get("/healthz")
     assert_error(missing, 401, "unauthorized")
     assert missing.headers["www-authenticate"] == "Bearer"
@@ -185,18 +185,25 @@ async def test_keyframe_outside_the_segment_is_422(
     assert_error(r, 422, "keyframe_out_of_range")
 
 
-async def test_unloadable_model_is_503_not_ready(tmp_path: Path, megamind: Path):
+async def test_unloadable_model_is_503_not_ready(tmp_path: Path, megamind: Path, caplog):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"these are not weights")
+    caplog.set_level(logging.ERROR, logger="fbil.service.app")
     async with serve(broken, wait_ready=False) as s:
         while s.state.load_error is None:
             await asyncio.sleep(0.01)
         ready = await s.client.get("/readyz")
         health = await s.client.get("/healthz")
         detect = await s.client.post("/detect", files=detect_files(megamind, GOOD))
-    assert "broken.safetensors" in assert_error(ready, 503, "not_ready")["message"]
+    assert_error(ready, 503, "not_ready")
     assert_error(health, 503, "model_failed")
     assert_error(detect, 503, "not_ready")
+    # the public bodies say the model failed and where to look; path and reason are in the log
+    reason = str(s.state.load_error)
+    for r in (ready, health, detect):
+        assert "broken" not in r.text and str(tmp_path) not in r.text
+        assert reason.split(":")[0] not in r.text and "service log" in r.text
+    assert str(broken) in caplog.text and reason.split(":")[0] in caplog.text
     assert detect.headers["retry-after"] == "1"
 
 

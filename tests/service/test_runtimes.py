@@ -11,6 +11,7 @@ from serving import TinyModel, detect_files, serve
 from fbil.export.onnx_export import export_onnx
 from fbil.export.torchscript_export import export_torchscript
 from fbil.service.runtimes import backend_for, default_onnx_providers, load_runtime
+from fbil.service.settings import default_model_path
 
 REQUEST = {
     "keyframes": [
@@ -55,6 +56,29 @@ def test_onnx_providers_follow_the_device(monkeypatch: pytest.MonkeyPatch):
     assert default_onnx_providers("auto", every) == ["CPUExecutionProvider"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert default_onnx_providers("auto", every) == every
+
+
+def test_onnx_runtime_turns_telemetry_off_before_its_session(monkeypatch: pytest.MonkeyPatch):
+    import onnxruntime as ort
+
+    calls: list[str] = []
+    disable, session = ort.disable_telemetry_events, ort.InferenceSession
+
+    def spy_disable() -> None:
+        calls.append("telemetry off")
+        disable()
+
+    def spy_session(*args, **kwargs):
+        calls.append("session")
+        return session(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "disable_telemetry_events", spy_disable)
+    monkeypatch.setattr(ort, "InferenceSession", spy_session)
+    model = default_model_path()  # the bundled demo model: an ONNX file
+    assert model is not None
+    runtime = load_runtime(model, device="cpu")
+    assert runtime.backend == "onnx"
+    assert calls == ["telemetry off", "session"]
 
 
 @pytest.mark.parametrize("backend", ["eager", "torchscript", "onnx"])

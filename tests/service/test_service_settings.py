@@ -16,13 +16,13 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")
     monkeypatch.setenv("FBIL_MODEL_PATH", str(model))
-    monkeypatch.setenv("FBIL_API_KEYS", "sekrit-1, sekrit-2")
+    monkeypatch.setenv("FBIL_API_KEYS", "sekrit-key-number-1, sekrit-key-number-2")
     monkeypatch.setenv("FBIL_MAX_BATCH_SIZE", "16")
     monkeypatch.setenv("FBIL_MAX_DURATION_S", "30")
     monkeypatch.setenv("FBIL_ONNX_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider")
     s = Settings()
     assert s.resolved_model_path() == model
-    assert s.api_key_values() == [b"sekrit-1", b"sekrit-2"]
+    assert s.api_key_values() == [b"sekrit-key-number-1", b"sekrit-key-number-2"]
     assert "sekrit" not in repr(s)  # keys are secrets
     assert s.max_batch_size == 16 and s.video_limits().max_duration_s == 30
     assert s.onnx_providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -1,0 +1,86 @@
+"""schemathesis against the OpenAPI document: generated requests to every route of a served tiny
+model (in-process ASGI, the model loaded and warm, API keys on) answer no 5xx, only documented
+statuses and content types, bodies that conform to their schemas, and 401 without the key."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode, checks
+from serving import TinyModel
+
+from fbil.service.app import create_app
+from fbil.service.settings import Settings
+
+KEY = "schemathesis-key-0123456789"
+# a bound on the run: examples per operation and mode, each request answered in milliseconds
+EXAMPLES = 25
+POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
+# every operation, with the modes it can be fuzzed in (only /detect takes input to get wrong)
+RUNS = [
+    ("/healthz", "GET", POSITIVE),
+    ("/readyz", "GET", POSITIVE),
+    ("/metrics", "GET", POSITIVE),
+    ("/v1/model", "GET", POSITIVE),
+    ("/detect", "POST", POSITIVE),
+    ("/detect", "POST", NEGATIVE),
+]
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+    checks.ignored_auth,
+]
+
+
+@pytest.fixture
+def api_schema(tiny_model: TinyModel) -> schemathesis.BaseSchema:
+    """The document of a served tiny model, warmed up. Loading the document starts the app's
+    lifespan; schemathesis' pytest plugin ends it when the test ends."""
+    app = create_app(Settings(model_path=tiny_model.path, api_keys=KEY, max_video_bytes=1 << 20))
+    # both security schemes carry the key: generated requests get through, and ignored_auth
+    # checks each one without a key and with a wrong one
+    config = schemathesis.Config.from_dict(
+        {"auth": {"openapi": {"Bearer": {"bearer": KEY}, "X-API-Key": {"api_key": KEY}}}}
+    )
+    schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", app, config=config, headers={"X-API-Key": KEY}
+    )
+    deadline = time.monotonic() + 60
+    while not app.state.service.ready:
+        assert app.state.service.load_error is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    return schema
+
+
+def test_every_operation_is_fuzzed(api_schema: schemathesis.BaseSchema) -> None:
+    operations = {(r.ok().path, r.ok().method.upper()) for r in api_schema.get_all_operations()}
+    assert operations == {(path, method) for path, method, _ in RUNS}
+
+
+@pytest.mark.parametrize(("path", "method", "mode"), RUNS, ids=lambda v: str(v).lower())
+def test_api_conforms_to_its_openapi_document(
+    api_schema: schemathesis.BaseSchema, path: str, method: str, mode: GenerationMode
+) -> None:
+    @given(case=api_schema[path][method].as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(case: schemathesis.Case) -> None:
+        response = case.call_and_validate(checks=CHECKS)
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+    statuses: dict[int, int] = {}
+
+    run()
+    if (path, mode) == ("/detect", POSITIVE):  # generated requests got past the request checks
+        assert statuses.keys() - {400, 401}, statuses
