@@ -164,11 +164,11 @@ def test_slow_uploads_neither_block_others_nor_stay(served: LocalService, megami
         uploader.join(15)
     for dribbler in dribblers:  # below the minimum rate once the grace period is over
         assert (dribbler.status, dribbler.code) == (408, "upload_too_slow")
-        assert 5 <= dribbler.answered_after < 8
+        assert 5 <= dribbler.answered_after < 10
     assert (stalled.status, stalled.code) == (408, "upload_idle_timeout")
-    assert 2 <= stalled.answered_after < 5
+    assert 2 <= stalled.answered_after < 6
     assert (steady.status, steady.code) == (408, "request_timeout")
-    assert 7 <= steady.answered_after < 10
+    assert 7 <= steady.answered_after < 12
     assert steady.sent < len(body)
 
 
@@ -217,7 +217,7 @@ def test_a_huge_header_is_cut_short_and_others_are_answered(served: LocalService
             slowest = max(slowest, time.monotonic() - started)
             time.sleep(0.05)
     streamer.join(60)
-    assert slowest < 1.0
+    assert slowest < 2.0  # before: 7-9 s while a 120 MiB header streamed in
     assert result["status"] == 431, result
     assert result["sent"] < total
 
@@ -228,7 +228,7 @@ def test_slow_headers_are_cut_at_the_header_timeout(served: LocalService) -> Non
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: fbil\r\n")
         sock.setblocking(False)
         answered = b""
-        for _ in range(40):  # one byte of a header every 0.1 s, for up to 4 s
+        for _ in range(80):  # one byte of a header every 0.1 s, for up to 8 s
             try:
                 sock.send(b"x")
             except (BrokenPipeError, ConnectionResetError):
@@ -243,7 +243,7 @@ def test_slow_headers_are_cut_at_the_header_timeout(served: LocalService) -> Non
         sock.setblocking(True)
         status, _, body = _read_response(sock, 5)
     assert (status, _error_code(body)) == (408, "header_timeout")
-    assert 1 <= elapsed < 2.5, elapsed
+    assert 1 <= elapsed < 5, elapsed  # before: never cut
     assert answered
 
 
@@ -252,4 +252,4 @@ def test_a_silent_connection_is_closed_at_the_header_timeout(served: LocalServic
         started = time.monotonic()
         sock.settimeout(5)
         assert sock.recv(1) == b""  # closed, nothing sent
-        assert 1 <= time.monotonic() - started < 2.5
+        assert 1 <= time.monotonic() - started < 5
