@@ -21,7 +21,7 @@ decode from the start. Container seeking is not used: MPEG-TS and MPEG-PS seek b
 search and land on any packet, and a demux pass costs little next to decoding.
 
 :class:`VideoLimits` bounds what decoding may cost (bytes, duration, frame size), checked on
-the header and again on decoded data, and the work of one call (decoded frames, seconds spent
+the header and again on decoded data, and the work of one call (decoded pixels, seconds spent
 decoding); ``None`` is no limit. A ``cancel`` event stops a call between two packets.
 """
 
@@ -63,8 +63,8 @@ class VideoLimits:
     max_bytes: int | None = None
     max_duration_s: float | None = None
     max_frame_pixels: int | None = None
-    max_decoded_frames: int | None = None  # frames one call may decode
-    max_decode_s: float | None = None  # seconds one call may spend demuxing and decoding
+    max_decoded_pixels: int | None = None  # frame pixels summed over the frames one call decodes
+    max_decode_s: float | None = None  # seconds one call may spend decoding
 
 
 class VideoError(Exception):
@@ -255,7 +255,7 @@ class _Budget:
 
     def __init__(self, limits: VideoLimits, cancel: threading.Event | None) -> None:
         self.limits, self.cancel = limits, cancel
-        self.frames = 0
+        self.pixels = 0
         self._deadline = (
             math.inf if limits.max_decode_s is None else _clock.monotonic() + limits.max_decode_s
         )
@@ -269,13 +269,14 @@ class _Budget:
                 "ask for fewer or closer keyframes, or send a shorter segment"
             )
 
-    def count_frame(self) -> None:
-        self.frames += 1
-        limit = self.limits.max_decoded_frames
-        if limit is not None and self.frames > limit:
+    def count(self, frame: av.VideoFrame) -> None:
+        """A decoded frame: its pixels count against the budget."""
+        self.pixels += frame.width * frame.height
+        limit = self.limits.max_decoded_pixels
+        if limit is not None and self.pixels > limit:
             raise DecodeBudgetError(
-                f"the keyframes need over {limit} decoded frames, the limit for one request; "
-                "ask for fewer or closer keyframes, or send a shorter segment"
+                f"the keyframes need over {limit} decoded pixels, the limit for one request; "
+                "ask for fewer or closer keyframes, or send a shorter or smaller segment"
             )
         self.check()
 
@@ -738,7 +739,7 @@ def _feed(
     while not packets.exhausted:
         first = True
         for ts, frame in _timestamped(_decoded_frames(packets.run(), stream), _frame_step(stream)):
-            budget.count_frame()
+            budget.count(frame)
             if origin is None:
                 origin = ts
             time = float((ts - origin) * tb)

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fbil.model.video import (
+    DecodeBudgetError,
     KeyframeOutOfRangeError,
     NotAVideoError,
     NoVideoStreamError,
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 # most specific first: the first matching class wins
 VIDEO_ERROR_STATUS: tuple[tuple[type[VideoError], int], ...] = (
     (VideoTooLargeError, 413),
+    (DecodeBudgetError, 413),
     (NotAVideoError, 415),
     (NoVideoStreamError, 415),
     (UndecodableVideoError, 422),

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import hmac
 import json
+import threading
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -258,17 +259,22 @@ async def _detect(request: Request, state: ServiceState, started: float) -> Dete
             f"{len(body.keyframes)} keyframes requested, the limit is {settings.max_keyframes}"
         )
     loop = asyncio.get_running_loop()
+    cancel = threading.Event()  # set when nobody waits for the decode: it stops at once
     decode = functools.partial(
         decode_clips,
         data,
         [k.time for k in body.keyframes],
         runtime.metadata.preprocess,
         settings.video_limits(),
+        cancel=cancel,
     )
     decode_started = time.perf_counter()
-    info, clips = await _unless_disconnected(
-        request, loop.run_in_executor(state.decode_pool, decode)
-    )
+    try:
+        info, clips = await _unless_disconnected(
+            request, loop.run_in_executor(state.decode_pool, decode)
+        )
+    finally:
+        cancel.set()
     decode_s = time.perf_counter() - decode_started
     metrics.decode_latency.observe(decode_s)
     boxes = [
