@@ -13,13 +13,16 @@ bilinear on uint8) after swscale's full-size RGB conversion: ``benchmarks/decode
 that as fast as swscale's own bilinear scaler, and it is the reference antialiased filter. Only
 frames that some sample time picks are ever converted.
 
-Only the video around the keyframes is decoded: keyframes whose windows lie close together
-(``REGROUP_GAP_S``) share one pass and its decoded frames; each such group seeks to the key
-frame before its first sample and decodes up to its last. A group's clips are the same as if
-its keyframes were requested alone.
+Only the video around the keyframes is decoded, in one forward pass that never seeks: all
+packets are demuxed, but a packet goes to the decoder only if no key frame comes between it and
+the next sample time still to be filled (:class:`_Packets`). The decoder jumps over the rest,
+restarting at a key frame, so each frame is decoded at most once and the clips are those of a
+decode from the start. Container seeking is not used: MPEG-TS and MPEG-PS seek by timestamp
+search and land on any packet, and a demux pass costs little next to decoding.
 
 :class:`VideoLimits` bounds what decoding may cost (bytes, duration, frame size), checked on
-the header and again on decoded data; ``None`` is no limit.
+the header and again on decoded data, and the work of one call (decoded pixels, seconds spent
+decoding); ``None`` is no limit. A ``cancel`` event stops a call between two packets.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+import threading
+import time as _clock
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -44,14 +49,7 @@ Source = bytes | str | os.PathLike
 
 _TIE = 1e-9  # seconds: sample times this close to half-way between two frames pick the earlier
 _END_SLACK = 1e-3  # seconds a keyframe may lie past the last frame's end
-# Keyframe windows less than this many seconds apart (one's end to the next one's start) are
-# decoded in one pass; a window farther on gets its own pass, which seeks to the key frame
-# before it. Decoding through a gap costs its frames, a seek the frames from that key frame on
-# (up to one key-frame interval), so the threshold sits above the usual 0.5-2 s intervals of
-# camera and web video. With longer intervals a seek may redo up to one interval per group.
-REGROUP_GAP_S = 3.0
 
-_T = TypeVar("_T")
 _S = TypeVar("_S", bound="_Sampler")
 
 
@@ -65,6 +63,8 @@ class VideoLimits:
     max_bytes: int | None = None
     max_duration_s: float | None = None
     max_frame_pixels: int | None = None
+    max_decoded_pixels: int | None = None  # frame pixels summed over the frames one call decodes
+    max_decode_s: float | None = None  # seconds one call may spend decoding
 
 
 class VideoError(Exception):
@@ -91,6 +91,17 @@ class KeyframeOutOfRangeError(VideoError):
 
 class VideoTooLargeError(VideoError):
     code = "video_too_large"
+
+
+class DecodeBudgetError(VideoError):
+    """The keyframes asked for more decoding than one call may do (:class:`VideoLimits`)."""
+
+    code = "decode_budget_exceeded"
+
+
+class DecodeCancelledError(Exception):
+    """The caller's ``cancel`` event was set: nobody waits for the result any more (not a
+    problem of the video, so no :class:`VideoError` and no HTTP answer)."""
 
 
 @dataclass(frozen=True)
@@ -237,19 +248,126 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
 # --------------------------------------------------------------------------- decoding
 
 
-def _decoded_frames(container, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
-    """Every frame the decoder can produce; damaged packets are skipped, not fatal."""
+class _Budget:
+    """The work one call may do (:class:`VideoLimits`) and its ``cancel`` event, checked per
+    packet and per decoded frame."""
+
+    def __init__(self, limits: VideoLimits, cancel: threading.Event | None) -> None:
+        self.limits, self.cancel = limits, cancel
+        self.pixels = 0
+        self._deadline = (
+            math.inf if limits.max_decode_s is None else _clock.monotonic() + limits.max_decode_s
+        )
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise DecodeCancelledError("decoding was cancelled")
+        if _clock.monotonic() > self._deadline:
+            raise DecodeBudgetError(
+                f"decoding took over {self.limits.max_decode_s} s, the limit for one request; "
+                "ask for fewer or closer keyframes, or send a shorter segment"
+            )
+
+    def count(self, frame: av.VideoFrame) -> None:
+        """A decoded frame: its pixels count against the budget."""
+        self.pixels += frame.width * frame.height
+        limit = self.limits.max_decoded_pixels
+        if limit is not None and self.pixels > limit:
+            raise DecodeBudgetError(
+                f"the keyframes need over {limit} decoded pixels, the limit for one request; "
+                "ask for fewer or closer keyframes, or send a shorter or smaller segment"
+            )
+        self.check()
+
+
+def _demuxed(container, stream: av.VideoStream, budget: _Budget) -> Iterator[av.Packet | None]:
+    """The stream's packets; a damaged container ends early with ``None`` (drain the decoder)."""
     try:
         for packet in container.demux(stream):
-            try:
-                yield from packet.decode()
-            except av.FFmpegError:
-                continue
+            budget.check()
+            yield packet
     except av.FFmpegError:  # damaged container: stop reading, flush what the decoder holds
+        yield None
+
+
+def _decoded_frames(packets: Iterable[av.Packet | None], stream: av.VideoStream):
+    """Every frame the decoder produces from ``packets``; damaged packets are skipped, not
+    fatal; ``None`` drains the decoder."""
+    for packet in packets:
         try:
-            yield from stream.codec_context.decode(None)
+            if packet is None:
+                yield from stream.codec_context.decode(None)
+            else:
+                yield from packet.decode()
         except av.FFmpegError:
-            return
+            continue
+
+
+class _Packets:
+    """Splits the stream's packets into decode runs, leaving out those no sample needs.
+
+    ``next_sample()`` is the earliest sample time not yet filled. A key-frame packet at or
+    before it makes every packet before that key frame unneeded: frames from the key frame on
+    never refer to them, and the frame that comes before the next sample is the key frame's or
+    a later one. So packets are held back (not decoded) while their time is at or before the
+    next sample, dropped when such a key frame comes, and decoded once a later packet comes.
+    A key frame met after decoding began ends the run; the next run starts at it, after the
+    decoder is flushed (its frames still in flight lie before the key frame). Times are
+    seconds from ``origin`` (packet pts, else dts); with ``skip`` false nothing is left out.
+    """
+
+    def __init__(
+        self,
+        container,
+        stream: av.VideoStream,
+        next_sample: Callable[[], float],
+        origin: int | None,
+        budget: _Budget,
+        skip: bool,
+    ) -> None:
+        self._stream, self._next_sample, self._origin = stream, next_sample, origin
+        self._demuxed = _demuxed(container, stream, budget)
+        self._skip = skip and origin is not None
+        self._held: list[av.Packet | None] = []
+        self.key: float | None = None  # time of the key frame the current run starts at
+        self.exhausted = False
+
+    def run(self) -> Iterator[av.Packet | None]:
+        """The packets of one run: from its key frame (or where the last run stopped) to the
+        next key frame that makes them unneeded, or to the end of the stream."""
+        if self.key is not None:
+            self._stream.codec_context.flush_buffers()
+        sent = False
+        for packet in self._demuxed:
+            t = self._time(packet)
+            if self._jump_point(packet, t):
+                self._held, self.key = [packet], t
+                if sent:
+                    return
+                continue
+            self._held.append(packet)
+            if t is not None and t <= self._next_sample():
+                continue  # unneeded if a key frame comes before the next sample
+            yield from self._release()
+            sent = True
+        yield from self._release()
+        self.exhausted = True
+
+    def _jump_point(self, packet: av.Packet | None, t: float | None) -> bool:
+        """A key frame at or before the next sample: nothing before it is needed."""
+        if not (self._skip and packet is not None and packet.is_keyframe and t is not None):
+            return False
+        return t <= self._next_sample()
+
+    def _release(self) -> Iterator[av.Packet | None]:
+        held, self._held = self._held, []
+        yield from held
+
+    def _time(self, packet: av.Packet | None) -> float | None:
+        if packet is None or self._origin is None:
+            return None
+        ts = packet.pts if packet.pts is not None else packet.dts
+        return None if ts is None else float((ts - self._origin) * self._stream.time_base)
 
 
 def _timestamped(frames: Iterator[av.VideoFrame], step: int) -> Iterator[tuple[int, av.VideoFrame]]:
@@ -375,12 +493,13 @@ class _Sampler:
         self._prev_pixels: Any = None
 
     @property
-    def earliest(self) -> float:
-        return self.samples[0][0]
-
-    @property
     def done(self) -> bool:
         return self._next == len(self.samples)
+
+    @property
+    def next_time(self) -> float:
+        """The earliest sample time not yet filled (the sampler must not be done)."""
+        return self.samples[self._next][0]
 
     def push(self, time: float, frame: av.VideoFrame) -> None:
         """Offer the next frame (strictly later than the previous one)."""
@@ -451,7 +570,8 @@ def probe(source: Source, limits: VideoLimits | None = None) -> VideoInfo:
     limits = limits or VideoLimits()
     with _open(source, limits) as (container, stream):
         _check_header(container, stream, limits)
-        for frame in _decoded_frames(container, stream):
+        budget = _Budget(limits, None)
+        for frame in _decoded_frames(_demuxed(container, stream, budget), stream):
             _check_pixels(frame.width, frame.height, limits, "decoded")
             width, height = _display_size(frame)
             return VideoInfo(width, height, _fps(stream), _header_duration(container, stream))
@@ -463,34 +583,37 @@ def decode_clips(
     times: Sequence[float | None],
     spec: PreprocessSpec,
     limits: VideoLimits | None = None,
+    *,
+    cancel: threading.Event | None = None,
 ) -> tuple[VideoInfo, list[Clip]]:
     """Clips for keyframes at ``times`` (seconds from the segment start), in the given order.
 
-    Only the video around the keyframes is decoded: keyframes whose windows lie within
-    :data:`REGROUP_GAP_S` of each other share one pass, and each such group seeks to the key
-    frame before its first sample (see :func:`_groups`). A time of ``None`` (only as the
-    single keyframe) means the middle of the segment, whose end is found from packet
-    timestamps (a demux-only pass; headers lie about durations). Every keyframe's window
-    (its sample times, widened by half a sampling step) must hold a decoded frame.
+    One forward pass decodes only the video around the keyframes (see :class:`_Packets`); the
+    clips are those of a decode from the start. A time of ``None`` (only as the single
+    keyframe) means the middle of the segment, whose end is found from packet timestamps (a
+    demux-only pass; headers lie about durations). Every keyframe's window (its sample times,
+    widened by half a sampling step) must hold a decoded frame. Setting ``cancel`` stops the
+    call with :class:`DecodeCancelledError`.
     """
     limits = limits or VideoLimits()
     resolved = _resolve_times(source, times, limits)
     convert = _Converter(spec)  # shared: all clips take the first converted frame's size
-    windows = [_window(t, spec) for t in resolved]
-    info, groups, samplers = _decode(
-        source, resolved, windows, limits, lambda ts: _ClipSampler(ts, spec, convert)
+    info, sampler = _decode(
+        source, resolved, limits, cancel, lambda: _ClipSampler(resolved, spec, convert)
     )
-    _check_windows(resolved, windows, _in_caller_order(groups, [s.hits for s in samplers]))
-    clips = _in_caller_order(groups, [s.clips for s in samplers])
-    picked = _in_caller_order(groups, [s.picked for s in samplers])
+    _check_windows(resolved, sampler.windows, sampler.hits)
     return info, [
         Clip(t, clip, tuple(frame_times))
-        for t, clip, frame_times in zip(resolved, clips, picked, strict=True)
+        for t, clip, frame_times in zip(resolved, sampler.clips, sampler.picked, strict=True)
     ]
 
 
 def read_frames(
-    source: Source, times: Sequence[float | None], limits: VideoLimits | None = None
+    source: Source,
+    times: Sequence[float | None],
+    limits: VideoLimits | None = None,
+    *,
+    cancel: threading.Event | None = None,
 ) -> tuple[VideoInfo, list[Frame]]:
     """The displayed frames nearest to ``times`` (seconds from the segment start), in order.
 
@@ -500,13 +623,12 @@ def read_frames(
     limits = limits or VideoLimits()
     resolved = _resolve_times(source, times, limits)
     convert = _Displayed()
-    info, groups, samplers = _decode(
-        source, resolved, [(t, t) for t in resolved], limits, lambda ts: _FrameSampler(ts, convert)
+    info, sampler = _decode(
+        source, resolved, limits, cancel, lambda: _FrameSampler(resolved, convert)
     )
-    pictures = _in_caller_order(groups, [s.frames for s in samplers])
-    picked = _in_caller_order(groups, [s.picked for s in samplers])
     return info, [
-        Frame(frame_times[0], rgb) for frame_times, rgb in zip(picked, pictures, strict=True)
+        Frame(frame_times[0], rgb)
+        for frame_times, rgb in zip(sampler.picked, sampler.frames, strict=True)
     ]
 
 
@@ -556,107 +678,41 @@ def _segment_end(source: Source, limits: VideoLimits) -> float:
     return seconds
 
 
-def _groups(windows: Sequence[tuple[float, float]], max_gap: float) -> list[list[int]]:
-    """Keyframe indices grouped into decode passes; groups in time order.
-
-    Windows sorted by start join the group before them when they start less than ``max_gap``
-    seconds after its end (overlapping windows always do); a window farther away starts a new
-    group.
-    """
-    groups: list[list[int]] = []
-    end = -math.inf
-    for k in sorted(range(len(windows)), key=windows.__getitem__):
-        start, stop = windows[k]
-        if groups and start - end < max_gap:
-            groups[-1].append(k)
-        else:
-            groups.append([k])
-        end = max(end, stop)
-    return groups
-
-
 def _decode(
     source: Source,
     times: list[float],
-    windows: list[tuple[float, float]],
     limits: VideoLimits,
-    sampler_for: Callable[[list[float]], _S],
-) -> tuple[VideoInfo, list[list[int]], list[_S]]:
-    """Decode ``times`` in groups of their ``windows`` (:func:`_groups`), one pass per group.
+    cancel: threading.Event | None,
+    new_sampler: Callable[[], _S],
+) -> tuple[VideoInfo, _S]:
+    """Fill a sampler from ``new_sampler`` with one forward pass over ``source``.
 
-    ``sampler_for`` makes each group's sampler from its times. Passes run in time order in one
-    container, each seeking to its group's first sample; when the stream declares no start time
-    to seek from, a single group decodes from the start. Returns the info, the groups (indices
-    into ``times``) and their samplers. Errors come as from one pass over the whole request:
-    limits as frames decode, times past the segment's end, a video without a decodable frame.
+    The pass leaves out what no sample needs (:class:`_Packets`). Should a key frame not
+    decode where its packet said (its first frame comes after the next sample, or none comes),
+    the pass starts again from the beginning without leaving anything out. Errors come as
+    from a decode of the whole stream: limits as frames decode, times past the segment's end,
+    a video without a decodable frame.
     """
-    with _open(source, limits) as (container, stream):
-        _check_header(container, stream, limits)
-        seekable = stream.start_time is not None  # seek targets are start-relative
-        groups = _groups(windows, REGROUP_GAP_S if seekable else math.inf)
-        samplers = [sampler_for([times[k] for k in group]) for group in groups]
-        passes: list[_Fed] = []
-        latest: tuple[float, av.VideoFrame] | None = None  # the last frame decoded so far
-        for sampler in samplers:
-            fed = _decode_group(source, container, stream, sampler, limits, seekable)
-            latest = fed.last or latest
-            if fed.ended:  # the stream's end is known: check the whole request against it
-                _check_in_segment(times, latest, container, stream)
-            passes.append(fed)
-        fps, header_duration = _fps(stream), _header_duration(container, stream)
-    display = next((fed.display for fed in passes if fed.display is not None), None)
-    if display is None:
-        raise UndecodableVideoError("no frame of the video could be decoded")
-    return VideoInfo(display[0], display[1], fps, header_duration), groups, samplers
+    budget = _Budget(limits, cancel)
+    for skip in (True, False):
+        sampler = new_sampler()
+        with _open(source, limits) as (container, stream):
+            _check_header(container, stream, limits)
+            try:
+                display, last, ended = _feed(container, stream, sampler, limits, budget, skip)
+            except _JumpedTooFar:
+                continue
+            if ended:  # the stream's end is known: check the whole request against it
+                _check_in_segment(times, last, container, stream)
+            fps, header_duration = _fps(stream), _header_duration(container, stream)
+        if display is None:
+            raise UndecodableVideoError("no frame of the video could be decoded")
+        return VideoInfo(display[0], display[1], fps, header_duration), sampler
+    raise AssertionError("the pass without skipping cannot jump")
 
 
-class _Fed(NamedTuple):
-    """One pass: the displayed size of its first decoded frame and its last ``(time, frame)``
-    (both ``None`` if nothing decoded), and whether it ran to the end of the stream."""
-
-    display: tuple[int, int] | None
-    last: tuple[float, av.VideoFrame] | None
-    ended: bool
-
-
-class _SeekedTooFar(Exception):
-    """After seeking, the first decoded frame came after the earliest sample time."""
-
-
-def _decode_group(
-    source: Source,
-    container: av.container.InputContainer,
-    stream: av.VideoStream,
-    sampler: _Sampler,
-    limits: VideoLimits,
-    seekable: bool,
-) -> _Fed:
-    """Feed one group's sampler from the key frame before its earliest sample.
-
-    When the stream is not ``seekable``, or no sample lies after 0 s, decode from where
-    ``container`` is, which must then be its start. If seeking fails or lands after the
-    earliest sample, the group decodes from the start in a fresh container.
-    """
-    if not (seekable and sampler.earliest > 0):
-        return _feed(container, stream, sampler, limits, seeked=False)
-    try:
-        if _seek(container, stream, sampler.earliest):
-            return _feed(container, stream, sampler, limits, seeked=True)
-    except _SeekedTooFar:
-        pass
-    with _open(source, limits) as (fresh, fresh_stream):
-        _check_header(fresh, fresh_stream, limits)
-        return _feed(fresh, fresh_stream, sampler, limits, seeked=False)
-
-
-def _seek(container: av.container.InputContainer, stream: av.VideoStream, time: float) -> bool:
-    """Seek to the key frame at or before ``time`` (seconds from the declared start)."""
-    target = stream.start_time + int(time / stream.time_base)
-    try:
-        container.seek(target, stream=stream, backward=True, any_frame=False)
-    except av.FFmpegError:
-        return False
-    return True
+class _JumpedTooFar(Exception):
+    """After a jump to a key frame, its first frame came after the next sample, or no frame."""
 
 
 def _feed(
@@ -664,45 +720,52 @@ def _feed(
     stream: av.VideoStream,
     sampler: _Sampler,
     limits: VideoLimits,
-    *,
-    seeked: bool,
-) -> _Fed:
-    """Decode from the current position until ``sampler`` is done or the stream ends.
+    budget: _Budget,
+    skip: bool,
+) -> tuple[tuple[int, int] | None, tuple[float, av.VideoFrame] | None, bool]:
+    """Decode until ``sampler`` is done or the stream ends, in runs (:class:`_Packets`).
 
-    Every decoded frame is checked against the limits. At the end of the stream the remaining
-    sample times repeat its last frame. Raises :class:`_SeekedTooFar`, before anything is fed,
-    when ``seeked`` and the first frame comes after the earliest sample.
+    Returns the displayed size of the first decoded frame and the last ``(time, frame)``
+    (``None`` if nothing decoded), and whether the stream ended. Frames of a run that began at
+    a key frame and lie before it (leading frames of an open GOP, which refer to frames before
+    the jump) are dropped. Every decoded frame counts against ``budget`` and is checked
+    against the limits; at the end of the stream the remaining samples repeat its last frame.
     """
     tb, origin = stream.time_base, stream.start_time
+    packets = _Packets(container, stream, _next_sample(sampler), origin, budget, skip)
     display: tuple[int, int] | None = None
     last: tuple[float, av.VideoFrame] | None = None
-    for ts, frame in _timestamped(_decoded_frames(container, stream), _frame_step(stream)):
-        if origin is None:
-            origin = ts
-        time = float((ts - origin) * tb)
-        if seeked and last is None and time > sampler.earliest:
-            raise _SeekedTooFar
-        _check_pixels(frame.width, frame.height, limits, "decoded")
-        if _over(time, limits.max_duration_s):
-            raise VideoTooLargeError(
-                f"video has frames at {time:.2f} s, the limit is {limits.max_duration_s} s"
-            )
-        display = display or _display_size(frame)
-        sampler.push(time, frame)
-        last = (time, frame)
-        if sampler.done:
-            return _Fed(display, last, ended=False)
+    while not packets.exhausted:
+        first = True
+        for ts, frame in _timestamped(_decoded_frames(packets.run(), stream), _frame_step(stream)):
+            budget.count(frame)
+            if origin is None:
+                origin = ts
+            time = float((ts - origin) * tb)
+            if packets.key is not None:
+                if time < packets.key - _TIE:
+                    continue
+                if first and time > sampler.next_time:
+                    raise _JumpedTooFar
+            first = False
+            _check_pixels(frame.width, frame.height, limits, "decoded")
+            if _over(time, limits.max_duration_s):
+                raise VideoTooLargeError(
+                    f"video has frames at {time:.2f} s, the limit is {limits.max_duration_s} s"
+                )
+            display = display or _display_size(frame)
+            sampler.push(time, frame)
+            last = (time, frame)
+            if sampler.done:
+                return display, last, False
+        if first and packets.key is not None:
+            raise _JumpedTooFar
     sampler.finish()
-    return _Fed(display, last, ended=True)
+    return display, last, True
 
 
-def _in_caller_order(groups: list[list[int]], per_group: Sequence[Sequence[_T]]) -> list[_T]:
-    """Values listed group by group (each in its group's order) back in the keyframes' order."""
-    out: list[_T | None] = [None] * sum(map(len, groups))
-    for group, values in zip(groups, per_group, strict=True):
-        for k, value in zip(group, values, strict=True):
-            out[k] = value
-    return out  # type: ignore[return-value]
+def _next_sample(sampler: _Sampler) -> Callable[[], float]:
+    return lambda: math.inf if sampler.done else sampler.next_time
 
 
 def _check_in_segment(times, last, container, stream: av.VideoStream) -> None:

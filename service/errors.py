@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fbil.model.video import (
+    DecodeBudgetError,
     KeyframeOutOfRangeError,
     NotAVideoError,
     NoVideoStreamError,
@@ -60,6 +61,11 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("too_many_keyframes", 413, "more keyframes than `FBIL_MAX_KEYFRAMES`"),
     ErrorCode("too_many_boxes", 413, "more boxes on a keyframe than `FBIL_MAX_BOXES_PER_KEYFRAME`"),
     ErrorCode("video_too_large", 413, "the video's bytes, duration or frame size over its limit"),
+    ErrorCode(
+        "decode_budget_exceeded",
+        413,
+        "decoding needs over `FBIL_MAX_DECODED_PIXELS` or `FBIL_MAX_DECODE_S`",
+    ),
     ErrorCode("not_multipart", 415, "the body is not `multipart/form-data`"),
     ErrorCode("not_a_video", 415, "the `video` part is no container FFmpeg reads"),
     ErrorCode("no_video_stream", 415, "the container holds no video stream"),
@@ -84,6 +90,7 @@ def codes_with_status(status: int) -> list[str]:
 # most specific first: the first matching class wins
 VIDEO_ERROR_STATUS: tuple[tuple[type[VideoError], int], ...] = (
     (VideoTooLargeError, 413),
+    (DecodeBudgetError, 413),
     (NotAVideoError, 415),
     (NoVideoStreamError, 415),
     (UndecodableVideoError, 422),

@@ -42,6 +42,11 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge("fbil_queue_depth", "clips waiting for the runtime", registry=r)
+        self.inflight = Gauge(
+            "fbil_inflight_requests",
+            "/detect requests being decoded or run (their upload is in)",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "fbil_batch_size",
             "clips per runtime call",

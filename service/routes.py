@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import hmac
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -263,10 +264,12 @@ async def detect(request: Request) -> DetectResponse:
     data, body = await _read_form(request)
     _admit(state)
     state.inflight += 1
+    state.metrics.inflight.inc()
     try:
         return await _detect(request, state, started, data, body)
     finally:
         state.inflight -= 1
+        state.metrics.inflight.dec()
 
 
 def _admit(state: ServiceState) -> None:
@@ -302,17 +305,22 @@ async def _detect(
             {"max_keyframes": settings.max_keyframes},
         )
     loop = asyncio.get_running_loop()
+    cancel = threading.Event()  # set when nobody waits for the decode: it stops at once
     decode = functools.partial(
         decode_clips,
         data,
         [k.time for k in body.keyframes],
         runtime.metadata.preprocess,
         settings.video_limits(),
+        cancel=cancel,
     )
     decode_started = time.perf_counter()
-    info, clips = await _unless_disconnected(
-        request, loop.run_in_executor(state.decode_pool, decode)
-    )
+    try:
+        info, clips = await _unless_disconnected(
+            request, loop.run_in_executor(state.decode_pool, decode)
+        )
+    finally:
+        cancel.set()
     decode_s = time.perf_counter() - decode_started
     metrics.decode_latency.observe(decode_s)
     boxes = [

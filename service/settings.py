@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     max_duration_s: float = Field(60.0, gt=0)
     max_frame_pixels: int = Field(3840 * 2160, ge=1)
     max_request_json_bytes: int = Field(MIB, ge=1, description="the request part of /detect")
+    max_decoded_pixels: int = Field(
+        1800 * 1920 * 1080,
+        ge=1,
+        description="frame pixels summed over the frames one request decodes (default: 60 s "
+        "of 1080p at 30 fps, 15 s of 4K); else 413",
+    )
+    max_decode_s: float = Field(
+        60.0, gt=0, description="seconds one request may spend decoding (a backstop); else 413"
+    )
     max_keyframes: int = Field(16, ge=1)
     max_boxes_per_keyframe: int = Field(32, ge=1)
 
@@ -139,6 +148,8 @@ class Settings(BaseSettings):
             max_bytes=self.max_video_bytes,
             max_duration_s=self.max_duration_s,
             max_frame_pixels=self.max_frame_pixels,
+            max_decoded_pixels=self.max_decoded_pixels,
+            max_decode_s=self.max_decode_s,
         )
 
     def resolved_model_path(self) -> Path:

@@ -1,14 +1,13 @@
-"""Far-apart keyframes decode in separate seeking passes, close ones share a pass
-(fbil.model.video).
+"""Far-apart keyframes decode in separate runs, each from the key frame before it; close
+ones share a run (fbil.model.video).
 
-Grouping must not change a single result: every keyframe's clip is the one a single pass over
-the whole request gives (:func:`_single_pass`, the behaviour before grouping) and the one it
-gets when requested alone; only the number of decoded frames drops.
+Leaving packets out must not change a single result: every keyframe's clip is the one a decode
+of the whole stream from its start gives (:func:`_single_pass`) and the one it gets when
+requested alone; only the number of decoded frames drops, and no frame is decoded twice.
 """
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import pytest
@@ -18,7 +17,6 @@ from synthetic_video import SERVICE_LIMITS, encode, nearest_indices, read_indice
 from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec
 from fbil.model.video import (
-    REGROUP_GAP_S,
     KeyframeOutOfRangeError,
     UndecodableVideoError,
     VideoError,
@@ -37,15 +35,13 @@ GOP = 10  # frames between key frames of the long synthetic video
 def _single_pass(
     source: video.Source, times: list[float], limits: VideoLimits, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[video.VideoInfo, list[video.Clip]]:
-    """All ``times`` in one decode pass, however far apart: no gap splits a group. The pass
-    seeks to the key frame before the earliest sample, or starts at the beginning when that
-    sample lies before 0 s."""
+    """All ``times`` from a decode of every frame from the start: no packet is left out."""
     with monkeypatch.context() as patch:
-        patch.setattr(video, "REGROUP_GAP_S", math.inf)
+        patch.setattr(video._Packets, "_jump_point", lambda self, packet, t: False)
         return decode_clips(source, times, SPEC, limits)
 
 
-# 30 s: three groups, given out of order. 0.0 and 29.9 exercise the edges (samples before the
+# 30 s: three runs, given out of order. 0.0 and 29.9 exercise the edges (samples before the
 # first frame and after the last); 3.0 and 3.5 overlap; 29.9 lies 0.77 s after 27.0's window.
 TIMES = [27.0, 3.5, 15.0, 0.0, 29.9, 3.0]
 GROUPS = [[0.0, 3.0, 3.5], [15.0], [27.0, 29.9]]
@@ -69,7 +65,7 @@ def holey_video() -> tuple[bytes, list[Fraction]]:
 
 
 def _count_decoding(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
-    """Record each decode pass (a call of ``_decoded_frames``) and each decoded frame's pts."""
+    """Record each decode run (a call of ``_decoded_frames``) and each decoded frame's pts."""
     passes: list[int] = []
     decoded: list[int] = []
     real_frames = video._decoded_frames
@@ -92,29 +88,6 @@ def _assert_same(ours: list[video.Clip], reference: list[video.Clip]) -> None:
         assert torch.equal(a.clip, b.clip)
 
 
-def _windows(times: list[float]) -> list[tuple[float, float]]:
-    return [video._window(t, SPEC) for t in times]
-
-
-# --------------------------------------------------------------------------- the rule
-
-
-def test_grouping_rule() -> None:
-    assert REGROUP_GAP_S == 3.0
-    windows = [(10.0, 12.0), (0.0, 2.0), (1.5, 3.5), (6.49, 8.0), (15.0, 17.0), (20.0, 22.0)]
-    # (1.5, 3.5) overlaps (0, 2), 6.49 starts 2.99 s after 3.5 and 10.0 2 s after 8.0: one
-    # pass; 15.0 and 20.0 start exactly 3 s after the window before: passes of their own
-    assert video._groups(windows, 3.0) == [[1, 2, 3, 0], [4], [5]]
-    assert video._groups(windows, 0.0) == [[1, 2], [3], [0], [4], [5]]
-    assert video._groups(windows, float("inf")) == [[1, 2, 3, 0, 4, 5]]
-    assert video._groups([(5.0, 6.0)], 3.0) == [[0]]
-
-
-def test_real_keyframe_windows_group_as_expected() -> None:
-    groups = video._groups(_windows(TIMES), REGROUP_GAP_S)
-    assert [sorted(TIMES[k] for k in group) for group in groups] == GROUPS
-
-
 # --------------------------------------------------------------------------- exact frames
 
 
@@ -122,14 +95,17 @@ def test_far_keyframes_decode_only_around_their_windows(long_video, monkeypatch)
     data, frame_times = long_video
     passes, decoded = _count_decoding(monkeypatch)
     info, keyframes = decode_clips(data, TIMES, SPEC, LIMITS)
-    assert len(passes) == len(GROUPS)  # one seek per group, no fallback from the start
+    # one run per group from its key frame, no restart; and one more inside the last group:
+    # the key frame at 28.6 s lies between 27.0's last sample (28.0 s) and 29.9's first
+    # (28.83 s), so the frames from 28.1 to 28.5 s are skipped
+    assert len(passes) == len(GROUPS) + 1
     for t, kf in zip(TIMES, keyframes, strict=True):  # the caller's order
         expected = nearest_indices(frame_times, Fraction(str(t)), SPEC)
         assert kf.time == t
         assert read_indices(kf.clip, SPEC) == expected
         assert list(kf.frame_times) == pytest.approx([float(frame_times[i]) for i in expected])
     # per group: from its key frame (at most a GOP early) to one frame of look-ahead after
-    # its last needed frame; no frame decoded twice, the gaps between groups not at all
+    # its last needed frame; no frame decoded twice, the GOPs between groups not at all
     by_time = {kf.time: kf for kf in keyframes}
     budget = 0
     for group in GROUPS:
@@ -140,9 +116,8 @@ def test_far_keyframes_decode_only_around_their_windows(long_video, monkeypatch)
     assert len(decoded) <= budget < 30 * FPS // 2
     span = max(kf.frame_times[-1] for kf in keyframes) - min(kf.frame_times[0] for kf in keyframes)
     assert round(span * FPS) + 1 == 30 * FPS  # a single pass would have decoded everything
-    # the same clips as one pass over the whole request (the behaviour before grouping)
+    # the same clips as a decode of every frame from the start
     passes.clear()
-    assert min(TIMES) + SPEC.sample_offsets()[0] < 0  # so the single pass decodes from the start
     single_info, single = _single_pass(data, TIMES, LIMITS, monkeypatch)
     assert len(passes) == 1
     assert single_info == info
@@ -161,21 +136,23 @@ def test_keyframes_out_of_order_come_back_in_callers_order(long_video) -> None:
 
 
 def test_frames_around_holes_between_groups(holey_video, monkeypatch) -> None:
-    """Nearest frames outside a group's window: before it (where its seek lands), and after
-    it, between groups (where the previous group's pass stops); the end held past the last."""
+    """Nearest frames outside a keyframe's window: before it and after it, across a hole; the
+    end held past the last frame. 4.0 and 10.0 share a run: the frame at 8.8 s settles 4.0's
+    last sample and is the one before 10.0's first, so no key frame lies between to jump to;
+    19.9 gets a run of its own from the key frame at 18.8 s."""
     data, frame_times = holey_video
     times = [4.0, 10.0, 19.9]  # windows end 5.03 s, then 8.9 to 11.03 s, then from 18.8 s
-    assert len(video._groups(_windows(times), REGROUP_GAP_S)) == 3
-    passes, _ = _count_decoding(monkeypatch)
+    passes, decoded = _count_decoding(monkeypatch)
     _, keyframes = decode_clips(data, times, SPEC, LIMITS)
-    assert len(passes) == 3
+    assert len(passes) == 2
+    assert len(decoded) == len(set(decoded))
     for t, kf in zip(times, keyframes, strict=True):
         expected = nearest_indices(frame_times, Fraction(str(t)), SPEC)
         assert read_indices(kf.clip, SPEC) == expected
         assert list(kf.frame_times) == pytest.approx([float(frame_times[i]) for i in expected])
     four, ten, end = keyframes
     assert four.frame_times[-1] == pytest.approx(4.9)  # settled by the frame at 8.8 s
-    assert ten.frame_times[0] == pytest.approx(8.8)  # before its window, from its seek
+    assert ten.frame_times[0] == pytest.approx(8.8)  # before its window, decoded once for both
     assert ten.frame_times[-1] == pytest.approx(11.0)
     assert end.frame_times[-10:] == (pytest.approx(20.0),) * 10
     _, single = _single_pass(data, times, LIMITS, monkeypatch)
@@ -197,7 +174,6 @@ def test_frames_around_holes_between_groups(holey_video, monkeypatch) -> None:
 )
 def test_errors_in_later_groups(holey_video, times, error, message: str, monkeypatch) -> None:
     data, _ = holey_video
-    assert len(video._groups(_windows(times), REGROUP_GAP_S)) == 2
     with pytest.raises(error, match=message) as grouped:
         decode_clips(data, times, SPEC, LIMITS)
     with pytest.raises(VideoError) as single:
@@ -210,10 +186,9 @@ def test_errors_in_later_groups(holey_video, times, error, message: str, monkeyp
 
 def test_vtest_mixed_request_matches_single_pass_and_alone(test_videos, monkeypatch) -> None:
     """vtest.avi (10 fps, a key frame every 25 s): 12 s and 41.5 s share their neighbours'
-    passes, 70 s gets its own."""
+    runs, 70 s gets its own."""
     path = test_videos / "vtest.avi"
     times = [70.0, 10.0, 41.5, 40.0, 12.0]
-    assert len(video._groups(_windows(times), REGROUP_GAP_S)) == 3
     passes, decoded = _count_decoding(monkeypatch)
     info, keyframes = decode_clips(path, times, SPEC, LONG)
     assert len(passes) == 3

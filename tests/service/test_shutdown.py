@@ -1,6 +1,6 @@
 """A real ``fbil-serve`` stopped (SIGTERM) while requests are in flight past the graceful-shutdown
 time (issue 14, item 9): they are answered 503 ``shutting_down`` with ``Retry-After``, and the
-process exits about then, not when a long decode is over."""
+process exits about then, not when the work in flight is over."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import time
 from pathlib import Path
 
 import httpx
-from serving import TinyModel, multipart
+from serving import TinyModel, metric_value, multipart
 
 from fbil.client.local import local_service
 
 GRACE_S = 1.0
-# vtest.avi (79.5 s, 4 key frames) with keyframes spread over it: a decode of several seconds
+# The request's 4 clips wait for a batch of 8 to fill for up to BATCH_WAIT_MS: in flight, for
+# a known time, long after SIGTERM (sent as soon as its upload is in and it is being served)
+BATCH_WAIT_MS = 30_000
 SLOW_REQUEST = {
-    "keyframes": [{"time": 3.0 + 5 * i, "boxes": [{"box": [0, 0, 50, 50]}]} for i in range(16)]
+    "keyframes": [{"time": 3.0 + 15 * i, "boxes": [{"box": [0, 0, 50, 50]}]} for i in range(4)]
 }
 
 
@@ -26,6 +28,7 @@ def test_requests_past_the_grace_are_503_and_the_process_exits(
     tiny_model: TinyModel, test_videos: Path, tmp_path: Path
 ) -> None:
     env = {"FBIL_GRACEFUL_SHUTDOWN_S": str(GRACE_S), "FBIL_MAX_DURATION_S": "90"}
+    env |= {"FBIL_MAX_BATCH_SIZE": "8", "FBIL_MAX_BATCH_DELAY_MS": str(BATCH_WAIT_MS)}
     log = tmp_path / "serve.log"
     with local_service(
         tiny_model.path, env=env, hermetic=True, log_file=log, startup_timeout=120
@@ -53,7 +56,7 @@ def test_requests_past_the_grace_are_503_and_the_process_exits(
             f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body[:50_000]
         )
-        time.sleep(2.0)  # the upload is in (8 MB on loopback); the decode has begun
+        _wait_until_in_flight(served.url)  # the upload is in (8 MB on loopback)
         assert "status" not in decoding
 
         terminated = time.monotonic()
@@ -77,3 +80,14 @@ def test_requests_past_the_grace_are_503_and_the_process_exits(
     assert head.startswith(b"HTTP/1.1 503"), answer[:300]
     assert b"retry-after: 1" in head.lower()
     assert json.loads(rest)["error"]["code"] == "shutting_down"
+
+
+def _wait_until_in_flight(url: str, timeout: float = 30.0) -> None:
+    """Until ``fbil_inflight_requests`` says one /detect request is being decoded or run."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            if metric_value(client.get("/metrics").text, "fbil_inflight_requests") >= 1:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the /detect request never got in flight")
