@@ -154,9 +154,17 @@ def _open(
         except (av.FFmpegError, EOFError, OSError) as e:
             raise NotAVideoError(f"not a readable video container: {e}") from e
         with container:
+            _refuse_still_images(container)
             yield container, _video_stream(container)
     finally:
         file.close()
+
+
+def _refuse_still_images(container: av.container.InputContainer) -> None:
+    """FFmpeg reads a PNG or JPEG as a one-frame video: refuse it as not a video."""
+    name = container.format.name
+    if name.endswith("_pipe") or name == "image2":
+        raise NotAVideoError(f"a still image ({name.removesuffix('_pipe')}), not a video")
 
 
 class _Unnamed(io.RawIOBase):

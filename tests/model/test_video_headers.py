@@ -7,9 +7,12 @@ description (``stsd``), and for MJPEG also every frame's JPEG SOF0 marker.
 
 from __future__ import annotations
 
+import io
 import struct
 from fractions import Fraction
 
+import av
+import numpy as np
 import pytest
 from synthetic_video import HEIGHT, SERVICE_LIMITS, WIDTH, encode, index_image, read_indices
 
@@ -141,3 +144,20 @@ def test_several_keyframes_of_a_small_video() -> None:
     data = _small("mjpeg", "avi", "yuvj420p")
     _, keyframes = decode_clips(data, [0.2, 0.5, 0.8], SPEC, LIMITS)
     assert [read_indices(kf.clip, SPEC)[16] for kf in keyframes] == [2, 5, 8]
+
+
+@pytest.mark.parametrize(("format_name", "codec", "pix_fmt"), [
+    ("image2pipe", "png", "rgb24"),
+    ("image2pipe", "mjpeg", "yuvj420p"),
+])  # fmt: skip
+def test_a_still_image_is_not_a_video(format_name: str, codec: str, pix_fmt: str) -> None:
+    """FFmpeg opens a PNG/JPEG as a one-frame video; decoding it as one was a 200 (schemathesis)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=format_name) as out:
+        stream = out.add_stream(codec, rate=1)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, pix_fmt
+        frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame.reformat(format=pix_fmt)), *stream.encode()]:
+            out.mux(packet)
+    with pytest.raises(video.NotAVideoError, match="still image"):
+        video.probe(buffer.getvalue())
