@@ -12,8 +12,9 @@ Methods, all from the file's bytes, all producing the same ``(3, T, H, W)`` clip
   baseline the ratios are against);
 * ``no seek``: a streaming sampler (here) decoding from the start of the file, converting only
   the frames it picks (it stops after the last needed frame);
-* ``windowed``: ``fbil.model.video.decode_clips`` (seek to the key frame before the first
-  sample, decode to the last, convert only the picked frames).
+* ``windowed``: ``fbil.model.video.decode_clips`` (one forward pass that demuxes the whole file
+  but decodes only from the key frame before each needed sample, skipping the GOPs no window
+  needs; converts only the picked frames).
 
 The first two convert frames as ``decode_clips`` does, with :mod:`fbil.model.preprocess`.
 Timings split into decoding (demux + decode, waiting on ffmpeg's threads; timed around PyAV's
