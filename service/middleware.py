@@ -18,6 +18,7 @@ from fbil.service.errors import (
     OverloadedError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    ServiceError,
     ShuttingDownError,
     UploadIdleTimeoutError,
     UploadTooSlowError,
@@ -48,6 +49,32 @@ async def send_json(send: Send, status: int, body: dict[str, Any], headers: list
         }
     )
     await send({"type": "http.response.body", "body": data})
+
+
+async def run_or_answer(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    errors: type[ServiceError],
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Run ``app``; a guard's error (one of ``errors``, raised from ``receive``) becomes its
+    shaped answer with ``headers`` when no response has started yet, else propagates."""
+    started = False
+
+    async def tracking_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, tracking_send)
+    except errors as error:
+        if started:
+            raise
+        body = error_body(error.code, error.message, error.details)
+        await send_json(send, error.status, body, headers)
 
 
 class RequestContextMiddleware:
@@ -154,7 +181,6 @@ class BodyLimitMiddleware:
             await send_json(send, 413, error_body(error.code, error.message, error.details), [])
             return
         received = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -165,17 +191,7 @@ class BodyLimitMiddleware:
                     raise self._error(f"the request body exceeds {self.limit} bytes")
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except PayloadTooLargeError as error:
-            if started:
-                raise
-            await send_json(send, 413, error_body(error.code, error.message, error.details), [])
+        await run_or_answer(self.app, scope, counting_receive, send, PayloadTooLargeError, [])
 
     def _error(self, what: str) -> PayloadTooLargeError:
         return PayloadTooLargeError(
@@ -294,7 +310,6 @@ class UploadGuard:
         clock = _BodyClock(self.limits, scope.get("extensions", {}).get(REQUEST_STARTED, now), now)
         self.pending += 1
         holding = True
-        started = False
 
         def release() -> None:
             nonlocal holding
@@ -320,19 +335,8 @@ class UploadGuard:
             release()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, guarded_receive, tracking_send)
-        except RequestTimeoutError as error:
-            if started:
-                raise
-            headers = [(b"connection", b"close")]
-            await send_json(
-                send, 408, error_body(error.code, error.message, error.details), headers
-            )
+            close = [(b"connection", b"close")]
+            await run_or_answer(self.app, scope, guarded_receive, send, RequestTimeoutError, close)
         finally:
             release()
