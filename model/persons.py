@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -45,3 +46,14 @@ class PersonDetector(Protocol):
     def describe(self) -> dict[str, object]:
         """What runs (model, tiles, providers) for ``/v1/model``."""
         ...
+
+
+def load_person_detector(
+    path: Path | None = None,
+    *,
+    providers: list[str] | None = None,
+    num_threads: int | None = None,
+) -> PersonDetector:
+    """The person detector in the ONNX file at ``path`` (None: the bundled one), on ONNX Runtime
+    with ``providers`` (None: CPU) and ``num_threads`` intra-op threads (None: runtime default)."""
+    raise NotImplementedError("the bundled person detector is being built")
