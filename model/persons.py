@@ -223,7 +223,7 @@ class OnnxPersonDetector:
             h, w = frame.shape[:2]
             wins = self.tiling.windows(h, w)
             windows.append(wins)
-            image = torch.as_tensor(frame, dtype=torch.float32).permute(2, 0, 1).unsqueeze(0)
+            image = torch.from_numpy(np.array(frame)).permute(2, 0, 1).unsqueeze(0).float()
             # windows of one size are resized together; the whole frame on its own
             for group in _same_size_groups(wins):
                 parts = torch.cat([image[..., y1:y2, x1:x2] for x1, y1, x2, y2 in wins[group]])
