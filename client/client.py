@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -90,6 +91,52 @@ class Client:
                 "POST", "/detect", data={"request": json.dumps(request)}, files={"video": part}
             )
         return DetectResult.from_json(response.json())
+
+    # ------------------------------------------------------------------ long-video jobs
+
+    def submit_job(self, video: VideoInput, request: Mapping[str, Any] | None = None) -> dict:
+        """``POST /v1/jobs``: a whole video as a job (``request``: see JobRequest); its state
+        document (``id``, ``state``, ``progress``, ``links``)."""
+        with _video_part(video) as part:
+            response = self._send(
+                "POST",
+                "/v1/jobs",
+                data={"request": json.dumps(dict(request or {}))},
+                files={"video": part},
+            )
+        return response.json()
+
+    def job(self, job_id: str) -> dict:
+        """``GET /v1/jobs/{id}``: state, progress (keyframes done / total), times, error."""
+        return self._send("GET", f"/v1/jobs/{job_id}").json()
+
+    def jobs(self) -> list[dict]:
+        """``GET /v1/jobs``: this key's jobs, newest first."""
+        return self._send("GET", "/v1/jobs").json()["jobs"]
+
+    def job_results(self, job_id: str) -> list[dict]:
+        """``GET /v1/jobs/{id}/results``: the keyframes done so far, in time order."""
+        text = self._send("GET", f"/v1/jobs/{job_id}/results").text
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def job_results_csv(self, job_id: str) -> str:
+        """``GET /v1/jobs/{id}/results.csv``: the results so far as AVA detections CSV."""
+        return self._send("GET", f"/v1/jobs/{job_id}/results.csv").text
+
+    def delete_job(self, job_id: str) -> dict:
+        """``DELETE /v1/jobs/{id}``: cancel it if it runs and delete it with its files."""
+        return self._send("DELETE", f"/v1/jobs/{job_id}").json()
+
+    def wait_job(self, job_id: str, *, poll_s: float = 1.0, timeout: float | None = None) -> dict:
+        """Poll until the job has finished (``succeeded``, ``failed`` or ``cancelled``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["state"] not in ("queued", "running"):
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s")
+            time.sleep(poll_s)
 
     def model_info(self) -> ModelInfo:
         """``GET /v1/model``: the served model, its labels, preprocessing and limits."""

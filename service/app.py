@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from fbil.service.batching import Batcher
 from fbil.service.docs import install_docs
 from fbil.service.errors import install_error_handlers
+from fbil.service.jobs_routes import router as jobs_router
+from fbil.service.jobs_worker import JobWorker
 from fbil.service.metrics import Metrics
 from fbil.service.middleware import (
     BodyLimitMiddleware,
@@ -27,6 +29,7 @@ from fbil.service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
+JOBS_PATH = "/v1/jobs"  # job uploads: their own size and time limits
 BATCHER_STOP_S = 0.5  # at shutdown, the longest wait for the batch worker to stop
 
 DESCRIPTION = """
@@ -111,9 +114,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.settings.decode_workers, thread_name_prefix="fbil-decode"
     )
     state.loading = asyncio.create_task(_load(state))
+    jobs: JobWorker = app.state.jobs
+    jobs.start()
     try:
         yield
     finally:
+        await jobs.stop()  # running jobs stop where they are and resume on the next start
         # uvicorn runs this once every request has been answered, or cancelled (answered 503)
         # when the graceful-shutdown time was over: nobody waits for a result any more, so
         # neither a running decode nor a running batch may hold the process (they end with it)
@@ -148,8 +154,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = ServiceState(settings=settings, metrics=metrics)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(jobs_router)
+    app.state.jobs = JobWorker(app.state.service)
     install_docs(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.upload_limit)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.upload_limit,
+        path_limits={JOBS_PATH: settings.job_max_video_bytes + settings.max_request_json_bytes},
+    )
     app.add_middleware(UploadGuard, limits=UploadLimits.from_settings(settings))
     app.add_middleware(  # outermost
         RequestContextMiddleware, metrics=metrics, retry_after_s=settings.retry_after_s

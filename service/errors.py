@@ -49,6 +49,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("bad_box", 400, "a box is not 4 finite numbers, is empty or lies outside the frame"),
     ErrorCode("unauthorized", 401, "API key missing or wrong (when `FBIL_API_KEYS` is set)"),
     ErrorCode("not_found", 404, "no such route"),
+    ErrorCode("job_not_found", 404, "no job with this id for this API key (or it was deleted)"),
     ErrorCode("method_not_allowed", 405, "the route exists, not with this method"),
     ErrorCode("header_timeout", 408, "the headers took over `FBIL_HEADER_TIMEOUT_S`; closed"),
     ErrorCode("upload_idle_timeout", 408, "the body paused over `FBIL_UPLOAD_IDLE_TIMEOUT_S`"),
@@ -69,6 +70,9 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("not_multipart", 415, "the body is not `multipart/form-data`"),
     ErrorCode("not_a_video", 415, "the `video` part is no container FFmpeg reads"),
     ErrorCode("no_video_stream", 415, "the container holds no video stream"),
+    ErrorCode(
+        "no_person_detector", 422, "a job without `keyframes` needs a person detector; none runs"
+    ),
     ErrorCode("undecodable_video", 422, "no frame (or none near a keyframe) could be decoded"),
     ErrorCode("keyframe_out_of_range", 422, "a keyframe time lies outside the segment"),
     ErrorCode("video_error", 422, "another problem with the video"),
@@ -79,6 +83,11 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("shutting_down", 503, "the service stopped before answering; retry (elsewhere)"),
     ErrorCode("not_ready", 503, "the model is loading, or failed to (message says why)"),
     ErrorCode("model_failed", 503, "`/healthz`: the model failed to load; restart the process"),
+    ErrorCode(
+        "storage_quota_exceeded",
+        507,
+        "job files would pass `FBIL_JOB_DISK_QUOTA_BYTES` or `FBIL_JOB_MIN_FREE_DISK_BYTES`",
+    ),
 )
 
 
@@ -185,6 +194,18 @@ class TooManyKeyframesError(ServiceError):
 
 class TooManyBoxesError(ServiceError):
     status, code = 413, "too_many_boxes"
+
+
+class JobNotFoundError(ServiceError):
+    status, code = 404, "job_not_found"
+
+
+class NoPersonDetectorError(ServiceError):
+    status, code = 422, "no_person_detector"
+
+
+class StorageQuotaError(ServiceError):
+    status, code = 507, "storage_quota_exceeded"
 
 
 class NotMultipartError(ServiceError):

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from tempfile import SpooledTemporaryFile
-from typing import Any
+from typing import IO, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -35,6 +35,8 @@ from fbil.service.errors import (
 )
 from fbil.service.schemas import DetectRequest
 
+M = TypeVar("M", bound=BaseModel)
+
 VIDEO, REQUEST = "video", "request"
 UTF8_BOM = b"\xef\xbb\xbf"
 SPOOL_BYTES = 1024 * 1024  # video bytes kept in memory before the temporary file goes to disk
@@ -42,6 +44,15 @@ SPOOL_BYTES = 1024 * 1024  # video bytes kept in memory before the temporary fil
 
 async def read_detect_form(request: Request, *, max_json_bytes: int) -> tuple[bytes, DetectRequest]:
     """The video's bytes and the parsed request document of a ``/detect`` call."""
+    with SpooledTemporaryFile(max_size=SPOOL_BYTES) as video:
+        raw = await read_form(request, video, max_json_bytes=max_json_bytes)
+        video.seek(0)
+        data = await asyncio.to_thread(video.read)
+    return data, parse_request_json(raw)
+
+
+async def read_form(request: Request, video: IO[bytes], *, max_json_bytes: int) -> bytes:
+    """Write the ``video`` part into ``video`` as it streams in; the ``request`` part's bytes."""
     media_type, params = parse_options_header(request.headers.get("content-type"))
     if media_type != b"multipart/form-data":
         shown = media_type.decode("latin-1") or "no Content-Type"
@@ -51,29 +62,26 @@ async def read_detect_form(request: Request, *, max_json_bytes: int) -> tuple[by
     boundary = params.get(b"boundary")
     if not boundary:
         raise BadMultipartError("the multipart Content-Type has no boundary")
-    with SpooledTemporaryFile(max_size=SPOOL_BYTES) as video:
-        reader = _PartReader(video, max_json_bytes)
-        try:
-            parser = MultipartParser(boundary, reader.callbacks())
-            async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
-        except FormParserError as e:
-            raise BadMultipartError(f"the multipart body is malformed: {e}") from None
-        if not reader.complete:
-            raise BadMultipartError(
-                "the body ends before the multipart's final boundary (a truncated upload?)"
-            )
-        if VIDEO not in reader.seen:
-            raise MissingPartError("the form needs a part named 'video' holding the video")
-        if REQUEST not in reader.seen:
-            raise MissingPartError("the form needs a part named 'request' holding JSON")
-        video.seek(0)
-        data = await asyncio.to_thread(video.read)
-    return data, parse_request_json(bytes(reader.request))
+    reader = _PartReader(video, max_json_bytes)
+    try:
+        parser = MultipartParser(boundary, reader.callbacks())
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as e:
+        raise BadMultipartError(f"the multipart body is malformed: {e}") from None
+    if not reader.complete:
+        raise BadMultipartError(
+            "the body ends before the multipart's final boundary (a truncated upload?)"
+        )
+    if VIDEO not in reader.seen:
+        raise MissingPartError("the form needs a part named 'video' holding the video")
+    if REQUEST not in reader.seen:
+        raise MissingPartError("the form needs a part named 'request' holding JSON")
+    return bytes(reader.request)
 
 
-def parse_request_json(raw: bytes) -> DetectRequest:
+def parse_request_json(raw: bytes, model: type[M] = DetectRequest) -> M:  # type: ignore[assignment]
     """Strict JSON: UTF-8 (an initial BOM is skipped), JSON types as declared, finite numbers."""
     raw = raw.removeprefix(UTF8_BOM)
     try:
@@ -84,7 +92,7 @@ def parse_request_json(raw: bytes) -> DetectRequest:
             {"offset": e.start},
         ) from None
     try:
-        return DetectRequest.model_validate_json(text)
+        return model.model_validate_json(text)
     except ValidationError as e:
         errors = e.errors(include_url=False, include_input=False, include_context=False)
         if any(err["type"] == "json_invalid" for err in errors):
@@ -92,7 +100,7 @@ def parse_request_json(raw: bytes) -> DetectRequest:
                 f"the request part is not JSON: {errors[0]['msg']}", {"errors": _listed(errors)}
             ) from None
         raise InvalidRequestError(
-            "the request JSON does not fit DetectRequest", {"errors": _listed(errors)}
+            f"the request JSON does not fit {model.__name__}", {"errors": _listed(errors)}
         ) from None
 
 
@@ -116,7 +124,7 @@ def _listed(errors: list[Any]) -> list[dict[str, Any]]:
 class _PartReader:
     """python-multipart callbacks collecting the ``video`` and ``request`` parts."""
 
-    def __init__(self, video: SpooledTemporaryFile[bytes], max_json_bytes: int) -> None:
+    def __init__(self, video: IO[bytes], max_json_bytes: int) -> None:
         self.video = video
         self.max_json_bytes = max_json_bytes
         self.request = bytearray()

@@ -59,6 +59,12 @@ class Metrics:
             buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=r,
         )
+        self.jobs = Gauge("fbil_jobs", "long-video jobs by state", ["state"], registry=r)
+        self.job_keyframes = Counter(
+            "fbil_job_keyframes",
+            "keyframes jobs have finished (its rate: keyframes per second)",
+            registry=r,
+        )
         self.rejected = Counter(
             "fbil_rejected", "requests refused by admission control", ["reason"], registry=r
         )

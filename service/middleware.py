@@ -9,7 +9,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -167,13 +167,18 @@ class BodyLimitMiddleware:
     :class:`PayloadTooLargeError` (turned into the 413 response by the error handlers, or here).
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.path_limits = path_limits or {}  # exact paths with a limit of their own
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        limit = self.path_limits.get(scope["path"].rstrip("/") or "/", self.limit)
+        if limit != self.limit:
+            await BodyLimitMiddleware(self.app, limit)(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
@@ -209,6 +214,7 @@ class UploadLimits:
     grace_s: float
     request_timeout_s: float
     retry_after_s: int
+    path_request_timeouts: tuple[tuple[str, float], ...] = ()  # exact paths with their own
 
     @classmethod
     def from_settings(cls, s: Settings) -> UploadLimits:
@@ -219,7 +225,12 @@ class UploadLimits:
             s.upload_grace_s,
             s.request_timeout_s,
             s.retry_after_s,
+            (("/v1/jobs", s.job_upload_timeout_s),),
         )
+
+    def for_path(self, path: str) -> UploadLimits:
+        timeout = dict(self.path_request_timeouts).get(path.rstrip("/") or "/")
+        return self if timeout is None else replace(self, request_timeout_s=timeout)
 
 
 class _BodyClock:
@@ -307,7 +318,11 @@ class UploadGuard:
             await send_json(send, 503, error_body(error.code, error.message), headers)
             return
         now = time.monotonic()
-        clock = _BodyClock(self.limits, scope.get("extensions", {}).get(REQUEST_STARTED, now), now)
+        clock = _BodyClock(
+            self.limits.for_path(scope["path"]),
+            scope.get("extensions", {}).get(REQUEST_STARTED, now),
+            now,
+        )
         self.pending += 1
         holding = True
 

@@ -96,6 +96,31 @@ class Settings(BaseSettings):
         30.0, gt=0, description="time for a whole request (headers and body) to arrive"
     )
 
+    # long-video jobs (/v1/jobs): their own limits, state in SQLite under data_dir
+    data_dir: Path = Field(
+        Path("fbil-data"), description="job state (jobs.sqlite3) and files; made on first job"
+    )
+    job_max_video_bytes: int = Field(4 * 1024 * MIB, ge=1, description="a job's video")
+    job_max_duration_s: float = Field(4 * 3600.0, gt=0, description="a job's video duration")
+    job_upload_timeout_s: float = Field(
+        3600.0, gt=0, description="time for a job's whole upload (instead of request_timeout_s)"
+    )
+    job_max_keyframes: int = Field(20_000, ge=1, description="keyframes of one job")
+    job_max_clips_in_flight: int = Field(
+        4, ge=1, description="clips one job has queued or running at once (/detect stays served)"
+    )
+    max_running_jobs: int = Field(1, ge=1, description="jobs decoded and run at once")
+    max_queued_jobs: int = Field(100, ge=1, description="jobs waiting; beyond: 503 overloaded")
+    job_ttl_s: float = Field(
+        7 * 86400.0, gt=0, description="a finished job and its files are deleted this long after"
+    )
+    job_disk_quota_bytes: int = Field(
+        50 * 1024 * MIB, ge=1, description="all job files together; beyond: 507"
+    )
+    job_min_free_disk_bytes: int = Field(
+        1024 * MIB, ge=0, description="free disk space jobs always leave; beyond: 507"
+    )
+
     # security, server, logs
     api_keys: SecretStr | None = Field(
         None,
@@ -150,6 +175,16 @@ class Settings(BaseSettings):
             max_frame_pixels=self.max_frame_pixels,
             max_decoded_pixels=self.max_decoded_pixels,
             max_decode_s=self.max_decode_s,
+        )
+
+    def job_video_limits(self) -> VideoLimits:
+        """What decoding one job's video may cost (no per-call budget: it runs as a job)."""
+        from fbil.model.video import VideoLimits
+
+        return VideoLimits(
+            max_bytes=self.job_max_video_bytes,
+            max_duration_s=self.job_max_duration_s,
+            max_frame_pixels=self.max_frame_pixels,
         )
 
     def resolved_model_path(self) -> Path:

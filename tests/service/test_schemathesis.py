@@ -27,6 +27,13 @@ RUNS = [
     ("/v1/model", "GET", POSITIVE),
     ("/detect", "POST", POSITIVE),
     ("/detect", "POST", NEGATIVE),
+    ("/v1/jobs", "POST", POSITIVE),
+    ("/v1/jobs", "POST", NEGATIVE),
+    ("/v1/jobs", "GET", POSITIVE),
+    ("/v1/jobs/{job_id}", "GET", POSITIVE),
+    ("/v1/jobs/{job_id}", "DELETE", POSITIVE),
+    ("/v1/jobs/{job_id}/results", "GET", POSITIVE),
+    ("/v1/jobs/{job_id}/results.csv", "GET", POSITIVE),
 ]
 CHECKS = [
     checks.not_a_server_error,
@@ -39,10 +46,13 @@ CHECKS = [
 
 
 @pytest.fixture
-def api_schema(tiny_model: TinyModel) -> schemathesis.BaseSchema:
+def api_schema(tiny_model: TinyModel, tmp_path) -> schemathesis.BaseSchema:
     """The document of a served tiny model, warmed up. Loading the document starts the app's
     lifespan; schemathesis' pytest plugin ends it when the test ends."""
-    app = create_app(Settings(model_path=tiny_model.path, api_keys=KEY, max_video_bytes=1 << 20))
+    settings_ = Settings(
+        model_path=tiny_model.path, api_keys=KEY, max_video_bytes=1 << 20, data_dir=tmp_path
+    )
+    app = create_app(settings_)
     # both security schemes carry the key: generated requests get through, and ignored_auth
     # checks each one without a key and with a wrong one
     config = schemathesis.Config.from_dict(

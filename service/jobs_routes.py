@@ -1,0 +1,292 @@
+"""HTTP routes of long-video jobs: ``/v1/jobs`` (submit, list), ``/v1/jobs/{id}`` (state,
+cancel), ``/v1/jobs/{id}/results`` (JSON lines) and ``/v1/jobs/{id}/results.csv`` (AVA).
+
+Same keys and error shape as ``/detect``. With API keys on, a job belongs to the key that
+created it: any other key gets 404 ``job_not_found``, as for an id that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from typing import IO, Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
+
+from fbil.model.stream import keyframe_times, video_duration
+from fbil.model.video import KeyframeOutOfRangeError, probe
+from fbil.service.errors import (
+    ClientDisconnectedError,
+    JobNotFoundError,
+    OverloadedError,
+    TooManyKeyframesError,
+)
+from fbil.service.form import parse_request_json, read_form
+from fbil.service.jobs_pipeline import ava_csv, box_source, job_times
+from fbil.service.jobs_schemas import (
+    EXAMPLE_JOB_REQUEST,
+    JobError,
+    JobLinks,
+    JobList,
+    JobOut,
+    JobProgress,
+    JobRequest,
+)
+from fbil.service.jobs_store import VIDEO_FILE, Job, new_job_id, owner_of
+from fbil.service.jobs_worker import JobWorker
+from fbil.service.routes import (
+    BearerKey,
+    HeaderKey,
+    _errors,
+    _runtime,
+    get_state,
+    require_api_key,
+)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# the id is read from the path (no validated parameter: FastAPI would document a 422 never sent)
+JOB_ID: dict[str, Any] = {
+    "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+}
+
+QUOTA_CHECK_BYTES = 8 * 1024 * 1024  # an upload is held against the quota every this many bytes
+
+JOB_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["video", "request"],
+                    "properties": {
+                        "video": {"type": "string", "format": "binary"},
+                        "request": {
+                            "$ref": "#/components/schemas/JobRequest",
+                            "example": EXAMPLE_JOB_REQUEST,
+                        },
+                    },
+                },
+                "encoding": {"request": {"contentType": "application/json"}},
+            }
+        },
+    }
+}
+
+
+async def job_owner(request: Request, bearer: BearerKey, header: HeaderKey) -> str:
+    """The caller's owner tag (after :func:`require_api_key`): its key's digest."""
+    await require_api_key(request, bearer, header)
+    if not get_state(request).settings.api_key_values():
+        return ""
+    if "authorization" in request.headers:
+        return owner_of(bearer.credentials.strip() if bearer else "")
+    return owner_of(header)
+
+
+Owner = Annotated[str, Depends(job_owner)]
+
+
+def _worker(request: Request) -> JobWorker:
+    return request.app.state.jobs
+
+
+def _job_out(job: Job) -> JobOut:
+    base = f"/v1/jobs/{job.id}"
+    outputs = job.request.get("outputs", ["json"])
+    return JobOut(
+        id=job.id,
+        state=job.state,
+        progress=JobProgress(done=job.done, total=job.total),
+        created=job.created,
+        started=job.started,
+        finished=job.finished,
+        error=JobError(code=job.error_code, message=job.error_message or "")
+        if job.error_code
+        else None,
+        video={"width": job.width, "height": job.height},
+        links=JobLinks(
+            self=base,
+            results=f"{base}/results",
+            results_csv=f"{base}/results.csv" if "ava_csv" in outputs else None,
+        ),
+    )
+
+
+def _find(request: Request, job_id: str, owner: str) -> Job:
+    worker = _worker(request)
+    if not (worker.settings.data_dir / "jobs.sqlite3").exists():
+        raise JobNotFoundError(f"no job {job_id[:64]!r}")
+    job = worker.store.get(job_id, owner)
+    if job is None:
+        raise JobNotFoundError(f"no job {job_id[:64]!r}")
+    return job
+
+
+class _QuotaFile:
+    """The upload's file: holds the bytes written against the jobs' disk quota."""
+
+    def __init__(self, file: IO[bytes], worker: JobWorker) -> None:
+        self.file, self.worker = file, worker
+        self.written = self._checked = 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        if self.written - self._checked >= QUOTA_CHECK_BYTES:
+            self.worker.check_space(self.written)
+            self._checked = self.written
+        return self.file.write(data)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    responses=_errors(400, 401, 408, 413, 415, 422, 503, 507),
+    openapi_extra=JOB_BODY,
+)
+async def submit_job(request: Request, response: Response, owner: Owner) -> JobOut:
+    """Submit a whole video as a job (multipart `video` and `request`, see **JobRequest**).
+
+    Answers 202 at once with the job's id and links (`Location`); follow it with
+    `GET /v1/jobs/{id}` and read `GET /v1/jobs/{id}/results` while it runs.
+    """
+    state = get_state(request)
+    _runtime(state)
+    worker = _worker(request)
+    s = state.settings
+    store = worker.store
+    if store.count("queued") >= s.max_queued_jobs:
+        raise OverloadedError(f"{s.max_queued_jobs} jobs are waiting; retry later")
+    declared = request.headers.get("content-length", "")
+    worker.check_space(int(declared) if declared.isdigit() else 0)
+    job_id = new_job_id()
+    folder = store.job_dir(job_id)
+    folder.mkdir(parents=True)
+    path = folder / VIDEO_FILE
+    try:
+        with path.open("wb") as file:
+            counted = _QuotaFile(file, worker)
+            try:
+                raw = await read_form(request, counted, max_json_bytes=s.max_request_json_bytes)  # type: ignore[arg-type]
+            except ClientDisconnect:
+                raise ClientDisconnectedError("the client disconnected during the upload") from None
+            file.flush()
+            await asyncio.to_thread(os.fsync, file.fileno())
+        worker.check_space(0)
+        body = parse_request_json(raw, JobRequest)
+        job = await asyncio.to_thread(_create, worker, job_id, owner, body, path)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    worker.usage += counted.written
+    worker.wake()
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return _job_out(job)
+
+
+def _create(worker: JobWorker, job_id: str, owner: str, body: JobRequest, path) -> Job:
+    """Check the video and the request (the errors of ``/detect``), then store the job."""
+    s = worker.settings
+    limits = s.job_video_limits()
+    info = probe(path, limits)
+    duration = video_duration(path, limits)
+    times = job_times(body, duration, keyframe_times(duration, body.keyframe_interval))
+    if len(times) > s.job_max_keyframes:
+        raise TooManyKeyframesError(
+            f"{len(times)} keyframes, the limit for a job is {s.job_max_keyframes}",
+            {"job_max_keyframes": s.job_max_keyframes},
+        )
+    if not times:
+        raise KeyframeOutOfRangeError(
+            f"the video ({duration:.3f} s) is shorter than half a keyframe interval"
+        )
+    if any(b < a for a, b in zip(times, times[1:], strict=False)):
+        raise KeyframeOutOfRangeError("job keyframe times must be ascending")
+    for t in times:
+        if not 0 <= t <= duration:
+            raise KeyframeOutOfRangeError(f"keyframe time {t} s is outside 0..{duration:.3f} s")
+    box_source(body, info.width, info.height, s.max_boxes_per_keyframe)  # 400 bad_box, 422
+    request = body.model_dump(mode="json")
+    return worker.store.create(job_id, owner, request, times, info.width, info.height)
+
+
+@router.get("", response_model=JobList, responses=_errors(401))
+async def list_jobs(request: Request, owner: Owner) -> JobList:
+    """The caller's jobs, newest first."""
+    worker = _worker(request)
+    if not (worker.settings.data_dir / "jobs.sqlite3").exists():
+        return JobList(jobs=[])
+    return JobList(jobs=[_job_out(j) for j in worker.store.list(owner)])
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=_errors(401, 404), openapi_extra=JOB_ID)
+async def get_job(request: Request, owner: Owner) -> JobOut:
+    """A job's state, progress (keyframes done / total), times and error."""
+    return _job_out(_find(request, request.path_params["job_id"], owner))
+
+
+@router.delete(
+    "/{job_id}", response_model=JobOut, responses=_errors(401, 404), openapi_extra=JOB_ID
+)
+async def delete_job(request: Request, owner: Owner) -> JobOut:
+    """Cancel the job if it has not finished, and delete it with its files (then 404)."""
+    job = _find(request, request.path_params["job_id"], owner)
+    worker = _worker(request)
+    if job.state in ("queued", "running"):
+        await worker.cancel(job)
+    final = worker.store.get(job.id) or job
+    await asyncio.to_thread(worker.store.delete, job.id)
+    with contextlib.suppress(Exception):
+        worker.usage = await asyncio.to_thread(worker.store.disk_usage)
+    return _job_out(final)
+
+
+@router.get(
+    "/{job_id}/results",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "one JSON object per keyframe in time order (a keyframe of /detect)",
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        },
+        **_errors(401, 404),
+    },
+    openapi_extra=JOB_ID,
+)
+async def job_results(request: Request, owner: Owner) -> StreamingResponse:
+    """The keyframes done so far (all of them once the job succeeded), one JSON line each."""
+    job = _find(request, request.path_params["job_id"], owner)
+    lines = _worker(request).store.lines(job)
+    return StreamingResponse(lines, media_type="application/x-ndjson")
+
+
+@router.get(
+    "/{job_id}/results.csv",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "AVA detections: video_id, timestamp, x1, y1, x2, y2 (0..1), "
+            "action_id, score, track_id; no header",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+        **_errors(401, 404),
+    },
+    openapi_extra=JOB_ID,
+)
+async def job_results_csv(request: Request, owner: Owner) -> StreamingResponse:
+    """The results so far in the AVA detections CSV format (plus the track id)."""
+    job = _find(request, request.path_params["job_id"], owner)
+    rows = ava_csv(
+        _worker(request).store.lines(job),
+        job.request.get("video_id", "video"),
+        job.request.get("box_format", "pixels"),
+        job.width,
+        job.height,
+    )
+    return StreamingResponse(rows, media_type="text/csv")

@@ -1,0 +1,226 @@
+"""Runs queued jobs on the service's batcher, resumes jobs a stopped process left running,
+deletes finished jobs past their TTL, and refuses writes beyond the disk quota."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from fbil.model.video import DecodeCancelledError, VideoError
+from fbil.service.errors import OverloadedError, ServiceError, StorageQuotaError
+from fbil.service.jobs_pipeline import box_source, run_keyframes
+from fbil.service.jobs_schemas import JobRequest
+from fbil.service.jobs_store import VIDEO_FILE, Job, JobStore, ResultsWriter
+from fbil.service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 1.0  # the worker looks for work at least this often
+RETRY_FULL_QUEUE_S = 0.02  # a job's clip refused by a full queue is offered again after this
+PURGE_EVERY_S = 60.0
+
+
+@dataclass
+class _Running:
+    task: asyncio.Task[None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class JobWorker:
+    """The jobs of one service process (one ``FBIL_DATA_DIR`` per process)."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self._store: JobStore | None = None
+        self._running: dict[str, _Running] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._purged = 0.0
+        self.usage = 0  # bytes under the data directory, kept up to date by writers
+
+    # ------------------------------------------------------------------ store
+
+    @property
+    def store(self) -> JobStore:
+        """The store, opened (and the data directory made) on first use."""
+        if self._store is None:
+            self._store = JobStore(self.settings.data_dir)
+            self.usage = self._store.disk_usage()
+        return self._store
+
+    def check_space(self, adding: int) -> None:
+        """:class:`StorageQuotaError` unless ``adding`` more bytes fit quota and free space."""
+        s = self.settings
+        if self.usage + adding > s.job_disk_quota_bytes:
+            raise StorageQuotaError(
+                f"job files would take {self.usage + adding} bytes, the quota is "
+                f"{s.job_disk_quota_bytes}",
+                {"job_disk_quota_bytes": s.job_disk_quota_bytes, "used_bytes": self.usage},
+            )
+        free = shutil.disk_usage(self.store.data_dir).free
+        if free - adding < s.job_min_free_disk_bytes:
+            raise StorageQuotaError(
+                f"the disk has {free} bytes free, jobs leave {s.job_min_free_disk_bytes}",
+                {"job_min_free_disk_bytes": s.job_min_free_disk_bytes, "free_bytes": free},
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if (self.settings.data_dir / "jobs.sqlite3").exists():
+            resumed = self.store.requeue_running()
+            if resumed:
+                log.info("%d jobs left running by the last process will resume", resumed)
+        self._task = asyncio.create_task(self._loop(), name="fbil-jobs")
+
+    async def stop(self) -> None:
+        """Stop running jobs where they are (they resume on the next start)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for running in list(self._running.values()):
+            running.cancel.set()
+            running.task.cancel()
+        for running in list(self._running.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running.task
+        if self._store is not None:
+            self._store.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def cancel(self, job: Job) -> None:
+        """Stop ``job`` if it runs, mark it cancelled if it has not finished."""
+        running = self._running.get(job.id)
+        if running is not None:
+            running.cancel.set()
+            running.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running.task
+        self.store.finish(job.id, "cancelled")
+        self._update_gauges()
+
+    # ------------------------------------------------------------------ loop
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                self._purge()
+                if self.state.ready and self._store is not None:
+                    self._start_queued()
+            except Exception:
+                log.exception("the job worker failed a round; it goes on")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+
+    def _purge(self) -> None:
+        now = time.monotonic()
+        if self._store is None or now - self._purged < PURGE_EVERY_S:
+            return
+        self._purged = now
+        for job_id in self.store.expired(self.settings.job_ttl_s):
+            self.store.delete(job_id)
+            log.info("job %s deleted: finished over FBIL_JOB_TTL_S ago", job_id)
+        self.usage = self.store.disk_usage()
+
+    def _start_queued(self) -> None:
+        free = self.settings.max_running_jobs - len(self._running)
+        if free <= 0:
+            return
+        for job in self.store.with_state("queued")[:free]:
+            running = _Running(asyncio.create_task(self._run(job.id), name=f"fbil-job-{job.id}"))
+            self._running[job.id] = running
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        if self._store is None:
+            return
+        counts = self.store.counts()
+        for state in ("queued", "running", "succeeded", "failed", "cancelled"):
+            self.state.metrics.jobs.labels(state).set(counts.get(state, 0))
+
+    # ------------------------------------------------------------------ one job
+
+    async def _run(self, job_id: str) -> None:
+        store = self.store
+        try:
+            job = store.get(job_id)
+            if job is None or job.state != "queued":
+                return
+            store.start(job_id)
+            self._update_gauges()
+            await self._execute(job, self._running[job_id].cancel)
+            store.finish(job_id, "succeeded")
+        except (asyncio.CancelledError, DecodeCancelledError):
+            pass  # cancelled (marked by cancel()) or stopping (resumes on the next start)
+        except VideoError as e:
+            store.finish(job_id, "failed", e.code, str(e))
+        except ServiceError as e:
+            store.finish(job_id, "failed", e.code, e.message)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                log.exception("job %s failed", job_id)
+                store.finish(job_id, "failed", "internal_error", "the service log says why")
+            else:
+                store.finish(job_id, "failed", StorageQuotaError.code, f"the disk is full: {e}")
+        except Exception:
+            log.exception("job %s failed", job_id)
+            store.finish(job_id, "failed", "internal_error", "the service log says why")
+        finally:
+            self._running.pop(job_id, None)
+            self._update_gauges()
+            self.wake()
+
+    async def _execute(self, job: Job, cancel: threading.Event) -> None:
+        state, s = self.state, self.settings
+        runtime, batcher = state.runtime, state.batcher
+        assert runtime is not None and batcher is not None
+        request = JobRequest.model_validate(job.request)
+        boxes = box_source(request, job.width, job.height, s.max_boxes_per_keyframe)
+        writer = await asyncio.to_thread(ResultsWriter, self.store, job)
+        metrics = state.metrics
+
+        async def submit(clip: Tensor, rois: Tensor) -> Tensor:
+            while True:
+                try:
+                    (result,) = await batcher.submit([clip], [rois])
+                    return result.scores
+                except OverloadedError:  # /detect fills the queue: it goes first
+                    await asyncio.sleep(RETRY_FULL_QUEUE_S)
+
+        async def on_keyframe(keyframe: dict) -> None:
+            self.check_space(4096)
+            before = writer.size
+            await asyncio.to_thread(writer.append, keyframe)
+            self.usage += writer.size - before
+            metrics.job_keyframes.inc()
+
+        try:
+            await run_keyframes(
+                self.store.job_dir(job.id) / VIDEO_FILE,
+                job.times,
+                job.done,
+                runtime.metadata.preprocess,
+                s.job_video_limits(),
+                boxes,
+                submit,
+                on_keyframe,
+                labels=runtime.metadata.labels,
+                request=request,
+                in_flight=s.job_max_clips_in_flight,
+                cancel=cancel,
+            )
+        finally:
+            writer.close()
