@@ -157,6 +157,12 @@ class ActorOut(BaseModel):
     box: list[int | float] = Field(
         description="as the caller sent it; a detected person's in the request's box_format"
     )
+    actions: list[ActionOut] = Field(description="best first")
+    scores: list[float] | None = Field(
+        None,
+        description="every class's score in label order (only with all_scores)",
+        exclude_if=lambda v: v is None,
+    )
     source: Literal["client", "detector"] = Field(
         "client", description="the box came with the request or from the person detector"
     )
@@ -169,12 +175,6 @@ class ActorOut(BaseModel):
         None,
         description="the same for the same person on every keyframe of the request "
         "(detected people only)",
-        exclude_if=lambda v: v is None,
-    )
-    actions: list[ActionOut] = Field(description="best first")
-    scores: list[float] | None = Field(
-        None,
-        description="every class's score in label order (only with all_scores)",
         exclude_if=lambda v: v is None,
     )
 
@@ -237,7 +237,7 @@ class ModelCard(BaseModel):
     limits: dict[str, Any]
     batching: dict[str, Any]
     person_detector: dict[str, Any] | None = Field(
-        description="what finds people on keyframes without boxes (null: FBIL_DETECTOR=none)"
+        None, description="what finds people on keyframes without boxes (null: FBIL_DETECTOR=none)"
     )
 
 
