@@ -29,7 +29,10 @@ def test_wheel_installs_only_the_fbil_namespace(tmp_path: Path) -> None:
     assert {t for t in tops if not t.endswith(".dist-info")} == {"fbil"}
     for module in ("fbil/model/detector.py", "fbil/model/training/train.py",
                    "fbil/service/app.py", "fbil/export/cli.py", "fbil/client/client.py",
-                   "fbil/model/data/demo/model.onnx"):  # fmt: skip
+                   "fbil/model/data/demo/model.onnx",
+                   "fbil/model/data/detector/ssdlite_mobilenet_v2_person.onnx",
+                   "fbil/model/data/detector/LICENSE",
+                   "fbil/model/data/detector/provenance.json"):  # fmt: skip
         assert module in names
     assert not any(n.startswith("fbil/__init__") for n in names), "fbil is a namespace package"
 
