@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         None, description="an ONNX person detector used instead of the bundled one"
     )
     person_threshold: float = Field(
-        0.5,
+        0.3,
         ge=0,
         le=1,
         description="detected people scored below are left out (per request: person_threshold)",

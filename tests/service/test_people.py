@@ -94,7 +94,7 @@ async def test_normalized_boxes_and_person_threshold(tiny_model: TinyModel):
     (red,) = body["keyframes"][0]["actors"]  # the green one (0.6) is under the threshold
     x1, y1, x2, y2 = person_boxes(2.0)[0]
     assert red["box"] == pytest.approx([x1 / WIDTH, y1 / HEIGHT, x2 / WIDTH, y2 / HEIGHT], abs=0.02)
-    # the service's default threshold (0.5) applies when the request has none
+    # the service's default threshold (0.3) applies when the request has none
     status, body, _, _ = await detect(tiny_model, {"keyframes": [{"time": 2.0}]})
     assert len(body["keyframes"][0]["actors"]) == 2
     status, body, _, _ = await detect(
