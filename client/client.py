@@ -63,23 +63,32 @@ class Client:
     def detect(
         self,
         video: VideoInput,
-        keyframes: Sequence[Keyframe | Mapping[str, Any]],
+        keyframes: Sequence[Keyframe | Mapping[str, Any]] | None = None,
         *,
+        keyframe_interval: float | None = None,
+        person_threshold: float | None = None,
         box_format: BoxFormat = "pixels",
         top_k: int | None = None,
         min_score: float | None = None,
         all_scores: bool = False,
     ) -> DetectResult:
-        """``POST /detect``: the actions of the boxed actors on each keyframe of ``video``.
+        """``POST /detect``: the actions of the actors on each keyframe of ``video``.
 
         ``keyframes`` are :class:`~fbil.client.schemas.Keyframe` s or their JSON form
-        (``{"time": 2.0, "boxes": [{"box": [x1, y1, x2, y2], "id": "a"}]}``). ``top_k`` and
-        ``min_score`` default to the service's (5 actions, no minimum).
+        (``{"time": 2.0, "boxes": [{"box": [x1, y1, x2, y2], "id": "a"}]}``); a keyframe
+        without boxes gets the people the service's detector finds, and ``None`` asks for
+        keyframes every ``keyframe_interval`` seconds (the service's default: 1.0). ``top_k``,
+        ``min_score`` and ``person_threshold`` default to the service's.
         """
-        request: dict[str, Any] = {
-            "keyframes": [k.to_json() if isinstance(k, Keyframe) else dict(k) for k in keyframes],
-            "box_format": box_format,
-        }
+        request: dict[str, Any] = {"box_format": box_format}
+        if keyframes is not None:
+            request["keyframes"] = [
+                k.to_json() if isinstance(k, Keyframe) else dict(k) for k in keyframes
+            ]
+        if keyframe_interval is not None:
+            request["keyframe_interval"] = keyframe_interval
+        if person_threshold is not None:
+            request["person_threshold"] = person_threshold
         if all_scores:
             request["all_scores"] = True
         if top_k is not None:

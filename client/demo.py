@@ -3,15 +3,18 @@ PySlowFast demos).
 
 Usage::
 
-    fbil-demo VIDEO --boxes BOXES.json --out OUT.mp4 [--contact-sheet OUT.png]
+    fbil-demo VIDEO [--boxes BOXES.json] --out OUT.mp4 [--contact-sheet OUT.png]
               [--url http://127.0.0.1:8000] [--api-key KEY] [--top-k 3]
+              [--keyframe-interval 1.0] [--person-threshold T]
 
-``BOXES.json`` is the ``request`` document of ``POST /detect``. Detections come from a running
-service (``--url``); without it, a private ``fbil-serve`` is started on a free loopback port
-for the run (``--model``, default: the service's default model), so both paths are the same
-HTTP API, spoken by :class:`~fbil.client.Client`. Frames within 0.5 s of a keyframe show that
-keyframe's boxes with their top-k actions and scores; the contact sheet is a grid of the
-keyframes' frames with the same drawings.
+``BOXES.json`` is the ``request`` document of ``POST /detect``; without it, the service's
+person detector finds the people on keyframes every ``--keyframe-interval`` seconds and each is
+drawn as ``#track_id`` in its track's colour, the same person alike on every keyframe.
+Detections come from a running service (``--url``); without it, a private ``fbil-serve`` is
+started on a free loopback port for the run (``--model``, default: the service's default
+model), so both paths are the same HTTP API, spoken by :class:`~fbil.client.Client`. Frames
+within 0.5 s of a keyframe show that keyframe's boxes with their top-k actions and scores; the
+contact sheet is a grid of the keyframes' frames with the same drawings.
 
 Boxes are in coordinates of the displayed picture, so the drawing is on displayed frames (the
 video's display rotation applied, :func:`fbil.model.video.read_frames`); the annotated video
@@ -82,22 +85,28 @@ class Overlay:
     time: float
     boxes: tuple[tuple[float, float, float, float], ...]
     labels: tuple[tuple[str, ...], ...]
+    colours: tuple[int, ...] = ()  # PALETTE index per box (default: the box's index)
+
+    def colour(self, i: int) -> tuple[int, int, int]:
+        return PALETTE[(self.colours[i] if self.colours else i) % len(PALETTE)]
 
 
 def overlays(
     response: DetectResult, box_format: BoxFormat, width: int, height: int, top_k: int = 3
 ) -> list[Overlay]:
-    """Overlays of a ``/detect`` result; boxes were echoed in the request's ``box_format``
-    (normalised ones are scaled to the displayed ``width`` x ``height``)."""
+    """Overlays of a ``/detect`` result; boxes came in the request's ``box_format``
+    (normalised ones are scaled to the displayed ``width`` x ``height``). A tracked person is
+    coloured by its track id, so it looks the same on every keyframe."""
     scale = (width, height, width, height) if box_format == "normalized" else (1, 1, 1, 1)
     out = []
     for keyframe in response.keyframes:
-        boxes, labels = [], []
-        for actor in keyframe.actors:
+        boxes, labels, colours = [], [], []
+        for i, actor in enumerate(keyframe.actors):
             boxes.append(tuple(float(v) * s for v, s in zip(actor.box, scale, strict=True)))
             lines = [f"{a.name} {a.score:.2f}" for a in actor.actions[:top_k]]
             labels.append((f"#{actor.id}", *lines))
-        out.append(Overlay(keyframe.time, tuple(boxes), tuple(labels)))
+            colours.append(actor.track_id - 1 if actor.track_id is not None else i)
+        out.append(Overlay(keyframe.time, tuple(boxes), tuple(labels), tuple(colours)))
     return out
 
 
@@ -141,11 +150,11 @@ def _draw(img: Image.Image, overlay: Overlay) -> None:
     sizes = [(r - l + 4, b - t + 4) for l, t, r, b in bboxes]  # noqa: E741
     places = label_positions(overlay.boxes, sizes, img.width, img.height)
     for i, box in enumerate(overlay.boxes):
-        draw.rectangle(box, outline=PALETTE[i % len(PALETTE)], width=LINE)
+        draw.rectangle(box, outline=overlay.colour(i), width=LINE)
     for i, (text, (left, top, _, _), (w, h), (x, y)) in enumerate(
         zip(texts, bboxes, sizes, places, strict=True)
     ):
-        draw.rectangle((x, y, x + w, y + h), fill=PALETTE[i % len(PALETTE)])
+        draw.rectangle((x, y, x + w, y + h), fill=overlay.colour(i))
         draw.multiline_text((x + 2 - left, y + 2 - top), text, fill=(0, 0, 0), font=font)
 
 
@@ -294,11 +303,22 @@ def run(
 def read_request(path: Path) -> dict[str, Any]:
     """The ``/detect`` request document in ``path`` (JSON); ValueError for unknown fields."""
     request = json.loads(path.read_text())
-    if not isinstance(request, dict) or "keyframes" not in request:
-        raise ValueError(f"{path}: not a /detect request (a JSON object with 'keyframes')")
+    if not isinstance(request, dict):
+        raise ValueError(f"{path}: not a /detect request (a JSON object)")
     unknown = sorted(set(request) - set(DETECT_FIELDS))
     if unknown:
         raise ValueError(f"{path}: unknown request fields {unknown}; known: {DETECT_FIELDS}")
+    return request
+
+
+def detect_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The request without ``--boxes``: keyframes every ``--keyframe-interval`` seconds, the
+    people on them found by the service."""
+    if not args.keyframe_interval > 0:
+        raise ValueError(f"--keyframe-interval must be > 0, got {args.keyframe_interval}")
+    request: dict[str, Any] = {"keyframe_interval": args.keyframe_interval}
+    if args.person_threshold is not None:
+        request["person_threshold"] = args.person_threshold
     return request
 
 
@@ -307,7 +327,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fbil-demo", description="Draw the service's action detections onto a video."
     )
     parser.add_argument("video", type=Path)
-    parser.add_argument("--boxes", type=Path, required=True, help="the /detect request JSON")
+    parser.add_argument(
+        "--boxes",
+        type=Path,
+        help="the /detect request JSON (default: the people the service detects, tracked)",
+    )
+    parser.add_argument(
+        "--keyframe-interval",
+        type=float,
+        default=1.0,
+        help="without --boxes: seconds between keyframes",
+    )
+    parser.add_argument(
+        "--person-threshold", type=float, help="without --boxes: the detector's score threshold"
+    )
     parser.add_argument(
         "--out", type=Path, required=True, help=f"annotated video ({', '.join(OUTPUT_FORMATS)})"
     )
@@ -324,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     before anything is sent). Errors are one line on stderr."""
     args = build_parser().parse_args(argv)
     try:
-        request = read_request(args.boxes)
+        request = read_request(args.boxes) if args.boxes else detect_request(args)
         if not args.video.is_file():
             raise OSError(f"{args.video} is not a file")
         check_outputs(args.out, args.contact_sheet)

@@ -28,7 +28,15 @@ __all__ = [
 ]
 
 BoxFormat = Literal["pixels", "normalized"]
-DETECT_FIELDS = ("keyframes", "box_format", "top_k", "min_score", "all_scores")
+DETECT_FIELDS = (
+    "keyframes",
+    "keyframe_interval",
+    "person_threshold",
+    "box_format",
+    "top_k",
+    "min_score",
+    "all_scores",
+)
 """The fields of the ``request`` document of ``POST /detect`` (:meth:`Client.detect`'s
 arguments after the video)."""
 Number = int | float
@@ -55,12 +63,15 @@ class Box:
 @dataclass(frozen=True)
 class Keyframe:
     """Boxes on the frame at ``time`` seconds from the segment start (``None``: the segment's
-    middle, for a single keyframe). Boxes may be :class:`Box` es or bare 4-sequences."""
+    middle, for a single keyframe). Boxes may be :class:`Box` es or bare 4-sequences;
+    ``None``: the people the service's person detector finds there."""
 
     time: float | None
-    boxes: Sequence[Box | Sequence[Number]]
+    boxes: Sequence[Box | Sequence[Number]] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        if self.boxes is None:
+            return {"time": self.time}
         boxes = [b.to_json() if isinstance(b, Box) else {"box": list(b)} for b in self.boxes]
         return {"time": self.time, "boxes": boxes}
 
@@ -107,21 +118,31 @@ class Action:
 @dataclass(frozen=True)
 class Actor:
     """One box's actions, best first; ``scores``: every class's score in label order (only
-    with ``all_scores``)."""
+    with ``all_scores``). ``source`` is ``client`` (a box sent) or ``detector`` (a person the
+    service found: with its ``detection_score`` and a ``track_id`` that is the same for the same
+    person on every keyframe of the request)."""
 
     id: str | int
-    box: tuple[Number, ...]  # as sent
+    box: tuple[Number, ...]  # as sent, or a detected person's in the request's box_format
     actions: tuple[Action, ...]
     scores: tuple[float, ...] | None = None
+    source: Literal["client", "detector"] = "client"
+    detection_score: float | None = None
+    track_id: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Actor:
         scores = data.get("scores")
+        detection_score = data.get("detection_score")
+        track_id = data.get("track_id")
         return cls(
             data["id"],
             tuple(data["box"]),
             tuple(Action.from_json(a) for a in data["actions"]),
             tuple(float(s) for s in scores) if scores is not None else None,
+            data.get("source", "client"),
+            float(detection_score) if detection_score is not None else None,
+            int(track_id) if track_id is not None else None,
         )
 
 
@@ -137,16 +158,22 @@ class KeyframeResult:
 
 @dataclass(frozen=True)
 class Timing:
-    """Milliseconds spent decoding, waiting for a batch, in inference, and in all."""
+    """Milliseconds spent decoding, waiting for a batch, in inference, and in all; ``detect``:
+    reading frames, detecting and tracking people (0 when every keyframe came with boxes)."""
 
     decode: float
+    detect: float
     queue: float
     inference: float
     total: float
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Timing:
-        return cls(*(float(data[k]) for k in ("decode", "queue", "inference", "total")))
+        return cls(
+            float(data["decode"]),
+            float(data.get("detect", 0.0)),  # services before person detection
+            *(float(data[k]) for k in ("queue", "inference", "total")),
+        )
 
 
 @dataclass(frozen=True)
@@ -198,6 +225,7 @@ class ModelInfo:
     preprocess: dict[str, Any]
     limits: dict[str, Any]
     batching: dict[str, Any]
+    person_detector: dict[str, Any] | None = None  # None: the service detects no people
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelInfo:
@@ -212,4 +240,5 @@ class ModelInfo:
             preprocess=dict(data["preprocess"]),
             limits=dict(data["limits"]),
             batching=dict(data["batching"]),
+            person_detector=dict(data["person_detector"]) if data.get("person_detector") else None,
         )

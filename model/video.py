@@ -640,6 +640,12 @@ def read_frames(
     ]
 
 
+def segment_end(source: Source, limits: VideoLimits | None = None) -> float:
+    """End of the segment in seconds from its start, from packet timestamps (a demux-only
+    pass, no decoding: headers lie about durations); the ``None`` keyframe time is its middle."""
+    return _segment_end(source, limits or VideoLimits())
+
+
 def _resolve_times(
     source: Source, times: Sequence[float | None], limits: VideoLimits
 ) -> list[float]:

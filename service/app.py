@@ -22,6 +22,7 @@ from fbil.service.middleware import (
     UploadGuard,
     UploadLimits,
 )
+from fbil.service.people import check_detector_path, load_detector
 from fbil.service.routes import router
 from fbil.service.runtimes import load_runtime
 from fbil.service.settings import Settings
@@ -44,6 +45,10 @@ curl -F video=@segment.mp4 \\
      http://localhost:8000/detect
 ```
 
+Boxes are optional: a keyframe without `boxes` gets the people the person detector finds (each
+with a `track_id`, the same for the same person on every keyframe), and a request without
+`keyframes` gets keyframes every `keyframe_interval` seconds (`-F 'request={}'`).
+
 Errors share one shape: `{"error": {"code", "message", "details"}}`.
 """
 
@@ -64,12 +69,14 @@ async def _load(state: ServiceState) -> None:
             num_threads=s.num_threads,
         )
         await asyncio.to_thread(runtime.warmup)
+        detector = await asyncio.to_thread(load_detector, s)
     except Exception as e:
         state.load_error = f"{type(e).__name__}: {e}"
         # the path and the reason go to the log only: /healthz and /readyz are public
         log.exception("the model %s could not be loaded; the service stays unready", path)
         return
     state.runtime = runtime
+    state.detector = detector
     state.batcher = Batcher(
         runtime.predict,
         max_batch_size=s.max_batch_size,
@@ -81,6 +88,10 @@ async def _load(state: ServiceState) -> None:
     state.ready = True
     meta = runtime.metadata
     log.info("ready: %s %s on %s %s", meta.name, meta.version, runtime.backend, runtime.describe())
+    if detector is None:
+        log.info("person detection is off (FBIL_DETECTOR=none): every keyframe needs boxes")
+    else:
+        log.info("person detector: %s", detector.describe())
     if meta.demo:
         log.warning("serving a DEMO model, not a trained AVA model: %s", meta.description)
 
@@ -113,6 +124,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.decode_pool = ThreadPoolExecutor(
         state.settings.decode_workers, thread_name_prefix="fbil-decode"
     )
+    state.detect_pool = ThreadPoolExecutor(
+        state.settings.detect_workers, thread_name_prefix="fbil-detect"
+    )
     state.loading = asyncio.create_task(_load(state))
     jobs: JobWorker = app.state.jobs
     jobs.start()
@@ -127,6 +141,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not state.loading.done():
             state.loading.cancel()
         state.decode_pool.shutdown(wait=False, cancel_futures=True)
+        state.detect_pool.shutdown(wait=False, cancel_futures=True)
         if state.batcher is not None:
             try:
                 await asyncio.wait_for(state.batcher.stop(), BATCHER_STOP_S)
@@ -140,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     or ``FBIL_API_KEYS`` is unusable."""
     settings = settings or Settings()
     settings.resolved_model_path()  # fail fast with a clear message
+    check_detector_path(settings)
     settings.api_key_values()
     metrics = Metrics(settings.max_batch_size)
     app = FastAPI(

@@ -47,6 +47,7 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("bad_json", 400, "the `request` part is not UTF-8 JSON"),
     ErrorCode("invalid_request", 400, "the JSON does not fit DetectRequest (`details.errors`)"),
     ErrorCode("bad_box", 400, "a box is not 4 finite numbers, is empty or lies outside the frame"),
+    ErrorCode("boxes_required", 400, "a keyframe without `boxes` while `FBIL_DETECTOR=none`"),
     ErrorCode("unauthorized", 401, "API key missing or wrong (when `FBIL_API_KEYS` is set)"),
     ErrorCode("not_found", 404, "no such route"),
     ErrorCode("job_not_found", 404, "no job with this id for this API key (or it was deleted)"),
@@ -148,6 +149,10 @@ class BadJSONError(ServiceError):
 
 class InvalidRequestError(ServiceError):
     status, code = 400, "invalid_request"
+
+
+class BoxesRequiredError(ServiceError):
+    status, code = 400, "boxes_required"
 
 
 class UnauthorizedError(ServiceError):

@@ -11,7 +11,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 
 class Metrics:
-    """The service's metrics: requests, stage latencies, queue depth, batch and actor counts."""
+    """The service's metrics: requests, stage latencies, queue depth, batch, actor and detected
+    people counts."""
 
     def __init__(self, max_batch_size: int = 8) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -63,6 +64,18 @@ class Metrics:
         self.job_keyframes = Counter(
             "fbil_job_keyframes",
             "keyframes jobs have finished (its rate: keyframes per second)",
+            registry=r,
+        )
+        self.detect_latency = Histogram(
+            "fbil_detect_seconds",
+            "reading frames, detecting and tracking people per request (keyframes without boxes)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.people = Histogram(
+            "fbil_detected_people",
+            "people the detector found per keyframe",
+            buckets=(0, 1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
         self.rejected = Counter(

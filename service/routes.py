@@ -9,8 +9,10 @@ import hmac
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
+import numpy as np
 import torch
 from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -18,10 +20,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import ClientDisconnect
 
 from fbil.model import LabelMap
-from fbil.model.video import Clip, VideoInfo, decode_clips
+from fbil.model.tracking import TrackedPeople
+from fbil.model.video import Clip, VideoInfo, decode_clips, segment_end
 from fbil.service.batching import ClipResult
 from fbil.service.boxes import normalize_boxes
 from fbil.service.errors import (
+    BoxesRequiredError,
     ClientDisconnectedError,
     ModelFailedError,
     NotReadyError,
@@ -31,6 +35,7 @@ from fbil.service.errors import (
     codes_with_status,
 )
 from fbil.service.form import read_detect_form
+from fbil.service.people import box_out, detect_people, keyframe_times
 from fbil.service.runtimes import Runtime
 from fbil.service.schemas import (
     EXAMPLE_REQUEST,
@@ -227,6 +232,14 @@ async def model_card(request: Request) -> ModelCard:
             "max_queue_size": s.max_queue_size,
             "max_inflight_requests": s.max_inflight_requests,
         },
+        person_detector=None
+        if state.detector is None
+        else {
+            **state.detector.describe(),
+            "person_threshold": s.person_threshold,
+            "track_interval_s": s.track_interval_s,
+            "max_detect_frames": s.max_detect_frames,
+        },
     )
 
 
@@ -297,48 +310,64 @@ async def _parse_form(request: Request) -> tuple[bytes, DetectRequest]:
 async def _detect(
     request: Request, state: ServiceState, started: float, data: bytes, body: DetectRequest
 ) -> DetectResponse:
+    cancel = threading.Event()  # set when nobody waits for decoding or detection: they stop
+    try:
+        return await _run_detect(request, state, started, data, body, cancel)
+    finally:
+        cancel.set()
+
+
+async def _run_detect(
+    request: Request,
+    state: ServiceState,
+    started: float,
+    data: bytes,
+    body: DetectRequest,
+    cancel: threading.Event,
+) -> DetectResponse:
     settings, metrics = state.settings, state.metrics
     runtime = _runtime(state)
-    if len(body.keyframes) > settings.max_keyframes:
+    if body.keyframes is not None and len(body.keyframes) > settings.max_keyframes:
         raise TooManyKeyframesError(
             f"{len(body.keyframes)} keyframes requested, the limit is {settings.max_keyframes}",
             {"max_keyframes": settings.max_keyframes},
         )
+    _require_detector(state, body)
     loop = asyncio.get_running_loop()
-    cancel = threading.Event()  # set when nobody waits for the decode: it stops at once
+    limits = settings.video_limits()
+    end_s = 0.0  # the demux pass that finds the segment's end (no keyframes sent)
+    if body.keyframes is None:
+        end, end_s = await _unless_disconnected(
+            request, _timed(loop.run_in_executor(state.decode_pool, segment_end, data, limits))
+        )
+        times: list[float | None] = list(
+            keyframe_times(end, body.keyframe_interval, settings.max_keyframes)
+        )
+        detect_at = list(range(len(times)))
+    else:
+        times = [k.time for k in body.keyframes]
+        detect_at = [i for i, k in enumerate(body.keyframes) if k.boxes is None]
     decode = functools.partial(
-        decode_clips,
-        data,
-        [k.time for k in body.keyframes],
-        runtime.metadata.preprocess,
-        settings.video_limits(),
-        cancel=cancel,
+        decode_clips, data, times, runtime.metadata.preprocess, limits, cancel=cancel
     )
-    decode_started = time.perf_counter()
-    try:
-        info, clips = await _unless_disconnected(
-            request, loop.run_in_executor(state.decode_pool, decode)
-        )
-    finally:
-        cancel.set()
-    decode_s = time.perf_counter() - decode_started
+    decoding = _timed(loop.run_in_executor(state.decode_pool, decode))
+    detecting = _timed(_detection(state, body, data, [times[i] for i in detect_at], cancel))
+    ((info, clips), decode_s), (people, detect_s) = await _unless_disconnected(
+        request, asyncio.gather(decoding, detecting)
+    )
+    decode_s += end_s
     metrics.decode_latency.observe(decode_s)
-    boxes = [
-        normalize_boxes(
-            [b.box for b in k.boxes],
-            body.box_format,
-            info.width,
-            info.height,
-            max_boxes=settings.max_boxes_per_keyframe,
-        )
-        for k in body.keyframes
-    ]
-    metrics.actors.observe(sum(len(b) for b in boxes))
-    used = [i for i, b in enumerate(boxes) if len(b)]
+    actors = _actors(body, times, detect_at, people, info, settings.max_boxes_per_keyframe)
+    if detect_at:
+        metrics.detect_latency.observe(detect_s)
+        for i in detect_at:
+            metrics.people.observe(len(actors[i].boxes))
+    metrics.actors.observe(sum(len(a.boxes) for a in actors))
+    used = [i for i, a in enumerate(actors) if len(a.boxes)]
     assert state.batcher is not None
     results: list[ClipResult] = await _unless_disconnected(
         request,
-        state.batcher.submit([clips[i].clip for i in used], [boxes[i] for i in used]),
+        state.batcher.submit([clips[i].clip for i in used], [actors[i].boxes for i in used]),
     )
     by_keyframe = dict(zip(used, results, strict=True))
     batches = {r.batch_id: r.inference_ms for r in results}
@@ -348,16 +377,126 @@ async def _detect(
         ),
         video=_video_out(info),
         keyframes=[
-            _keyframe_out(body, i, clip, by_keyframe.get(i), runtime.metadata.labels)
+            _keyframe_out(body, actors[i], clip, by_keyframe.get(i), runtime.metadata.labels)
             for i, clip in enumerate(clips)
         ],
         timing_ms=Timing(
             decode=round(decode_s * 1000, 3),
+            detect=round(detect_s * 1000, 3),
             queue=round(max((r.queue_ms for r in results), default=0.0), 3),
             inference=round(sum(batches.values()), 3),
             total=round((time.perf_counter() - started) * 1000, 3),
         ),
     )
+
+
+def _require_detector(state: ServiceState, body: DetectRequest) -> None:
+    """Keyframes without boxes need the person detector (off with ``FBIL_DETECTOR=none``)."""
+    if state.detector is not None:
+        return
+    if body.keyframes is None:
+        raise BoxesRequiredError(
+            "the request has no keyframes and person detection is off (FBIL_DETECTOR=none): "
+            "send keyframes with boxes",
+            {"pointer": "/keyframes"},
+        )
+    for i, keyframe in enumerate(body.keyframes):
+        if keyframe.boxes is None:
+            raise BoxesRequiredError(
+                f"keyframe {i} has no boxes and person detection is off (FBIL_DETECTOR=none)",
+                {"pointer": f"/keyframes/{i}/boxes"},
+            )
+
+
+async def _timed(work: Awaitable[T]) -> tuple[T, float]:
+    begun = time.perf_counter()
+    result = await work
+    return result, time.perf_counter() - begun
+
+
+async def _detection(
+    state: ServiceState,
+    body: DetectRequest,
+    data: bytes,
+    times: list[float | None],
+    cancel: threading.Event,
+) -> list[TrackedPeople]:
+    """People on the keyframes at ``times``, tracked (a thread of ``detect_pool``)."""
+    if not times:
+        return []
+    assert state.detector is not None
+    settings = state.settings
+    threshold = (
+        body.person_threshold if body.person_threshold is not None else settings.person_threshold
+    )
+    work = functools.partial(
+        detect_people,
+        data,
+        times,
+        state.detector,
+        threshold=threshold,
+        settings=settings,
+        limits=settings.video_limits(),
+        cancel=cancel,
+    )
+    return await asyncio.get_running_loop().run_in_executor(state.detect_pool, work)
+
+
+@dataclass(frozen=True)
+class _Actors:
+    """One keyframe's actors: normalised ``boxes`` for the model and what the answer shows."""
+
+    boxes: torch.Tensor
+    ids: list[str | int]
+    shown: list[list[int | float]]
+    source: Literal["client", "detector"] = "client"
+    detection_scores: list[float] | None = None
+    track_ids: list[int] | None = None
+
+
+def _actors(
+    body: DetectRequest,
+    times: list[float | None],
+    detect_at: list[int],
+    people: list[TrackedPeople],
+    info: VideoInfo,
+    max_boxes: int,
+) -> list[_Actors]:
+    detected = dict(zip(detect_at, people, strict=True))
+    out = []
+    for i in range(len(times)):
+        if i in detected:
+            found = detected[i]
+            keep = min(len(found.people), max_boxes)  # best first
+            boxes = found.people.boxes[:keep]
+            track_ids = list(found.track_ids[:keep])
+            out.append(
+                _Actors(
+                    boxes=torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+                    ids=list(track_ids),
+                    shown=[box_out(b, body.box_format, info.width, info.height) for b in boxes],
+                    source="detector",
+                    detection_scores=[round(float(s), 4) for s in found.people.scores[:keep]],
+                    track_ids=track_ids,
+                )
+            )
+            continue
+        assert body.keyframes is not None
+        given = body.keyframes[i].boxes or []
+        out.append(
+            _Actors(
+                boxes=normalize_boxes(
+                    [b.box for b in given],
+                    body.box_format,
+                    info.width,
+                    info.height,
+                    max_boxes=max_boxes,
+                ),
+                ids=[b.id if b.id is not None else j for j, b in enumerate(given)],
+                shown=[b.box for b in given],
+            )
+        )
+    return out
 
 
 def _video_out(info: VideoInfo) -> VideoOut:
@@ -366,14 +505,13 @@ def _video_out(info: VideoInfo) -> VideoOut:
 
 def _keyframe_out(
     body: DetectRequest,
-    index: int,
+    actors: _Actors,
     clip: Clip,
     result: ClipResult | None,
     labels: LabelMap,
 ) -> KeyframeOut:
-    boxes = body.keyframes[index].boxes
-    actors = []
-    for j, box in enumerate(boxes):
+    out = []
+    for j, box in enumerate(actors.shown):
         assert result is not None  # every keyframe with boxes ran
         scores = result.scores[j]
         order = torch.argsort(scores, descending=True, stable=True)[: body.top_k].tolist()
@@ -382,15 +520,18 @@ def _keyframe_out(
             for c in order
             if float(scores[c]) >= body.min_score
         ]
-        actors.append(
+        out.append(
             ActorOut(
-                id=box.id if box.id is not None else j,
-                box=box.box,
+                id=actors.ids[j],
+                box=box,
+                source=actors.source,
+                detection_score=actors.detection_scores[j] if actors.detection_scores else None,
+                track_id=actors.track_ids[j] if actors.track_ids else None,
                 actions=actions,
                 scores=scores.tolist() if body.all_scores else None,
             )
         )
-    return KeyframeOut(time=clip.time, actors=actors)
+    return KeyframeOut(time=clip.time, actors=out)
 
 
 async def _wait_for_disconnect(request: Request) -> None:

@@ -53,7 +53,7 @@ EXAMPLE_RESPONSE: dict[str, Any] = {
             ],
         }
     ],
-    "timing_ms": {"decode": 41.2, "queue": 1.3, "inference": 87.5, "total": 135.0},
+    "timing_ms": {"decode": 41.2, "detect": 0.0, "queue": 1.3, "inference": 87.5, "total": 135.0},
 }
 
 
@@ -94,7 +94,11 @@ class KeyframeIn(_Strict):
         description="seconds from the segment start; may be omitted for a single keyframe "
         "(then the middle of the segment)",
     )
-    boxes: list[BoxIn] = Field(description="actor boxes on this keyframe")
+    boxes: list[BoxIn] | None = Field(
+        None,
+        description="actor boxes on this keyframe; omitted: the people the person detector "
+        "finds on the frame (each with a track_id)",
+    )
 
 
 class DetectRequest(_Strict):
@@ -107,7 +111,22 @@ class DetectRequest(_Strict):
         json_schema_extra={"examples": [EXAMPLE_REQUEST]},
     )
 
-    keyframes: list[KeyframeIn] = Field(min_length=1)
+    keyframes: list[KeyframeIn] | None = Field(
+        None,
+        min_length=1,
+        description="omitted: keyframes every keyframe_interval seconds over the segment "
+        "(the middle of each interval), with detected people",
+    )
+    keyframe_interval: float = Field(
+        1.0, gt=0, description="seconds between keyframes when keyframes is omitted"
+    )
+    person_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="detected people scored below are left out (default: the service's "
+        "FBIL_PERSON_THRESHOLD)",
+    )
     box_format: Literal["pixels", "normalized"] = "pixels"
     top_k: int = Field(5, ge=0, description="actions listed per actor")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="actions below are left out")
@@ -134,12 +153,28 @@ class ActionOut(BaseModel):
 
 
 class ActorOut(BaseModel):
-    id: str | int
-    box: list[int | float] = Field(description="as the caller sent it")
+    id: str | int = Field(description="the box's id or index; a detected person's track_id")
+    box: list[int | float] = Field(
+        description="as the caller sent it; a detected person's in the request's box_format"
+    )
     actions: list[ActionOut] = Field(description="best first")
     scores: list[float] | None = Field(
         None,
         description="every class's score in label order (only with all_scores)",
+        exclude_if=lambda v: v is None,
+    )
+    source: Literal["client", "detector"] = Field(
+        "client", description="the box came with the request or from the person detector"
+    )
+    detection_score: float | None = Field(
+        None,
+        description="the person detector's score (detected people only)",
+        exclude_if=lambda v: v is None,
+    )
+    track_id: int | None = Field(
+        None,
+        description="the same for the same person on every keyframe of the request "
+        "(detected people only)",
         exclude_if=lambda v: v is None,
     )
 
@@ -151,6 +186,9 @@ class KeyframeOut(BaseModel):
 
 class Timing(BaseModel):
     decode: float
+    detect: float = Field(
+        0.0, description="reading frames, detecting and tracking people (0: all boxes given)"
+    )
     queue: float
     inference: float
     total: float
@@ -198,6 +236,9 @@ class ModelCard(BaseModel):
     preprocess: dict[str, Any]
     limits: dict[str, Any]
     batching: dict[str, Any]
+    person_detector: dict[str, Any] | None = Field(
+        None, description="what finds people on keyframes without boxes (null: FBIL_DETECTOR=none)"
+    )
 
 
 class Status(BaseModel):

@@ -53,6 +53,35 @@ class Settings(BaseSettings):
     )
     num_threads: int | None = Field(None, ge=1, description="intra-op threads of the runtime")
 
+    # people on keyframes sent without boxes
+    detector: Literal["bundled", "none"] = Field(
+        "bundled",
+        description="person detector for keyframes without boxes: bundled (or the ONNX file of "
+        "FBIL_DETECTOR_PATH) | none (every keyframe needs boxes, else 400 boxes_required)",
+    )
+    detector_path: Path | None = Field(
+        None, description="an ONNX person detector used instead of the bundled one"
+    )
+    person_threshold: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="detected people scored below are left out (per request: person_threshold)",
+    )
+    track_interval_s: float = Field(
+        0.25,
+        ge=0,
+        description="longest gap between the frames the detector looks at to follow people "
+        "from keyframe to keyframe (0: keyframes only)",
+    )
+    max_detect_frames: int = Field(
+        64,
+        ge=1,
+        description="frames the detector looks at per request (keyframes and frames between "
+        "them; the gaps widen to fit)",
+    )
+    detect_workers: int = Field(1, ge=1, description="threads reading frames and detecting people")
+
     # limits: decoding (fbil.model.video.VideoLimits), the request, uploads
     max_video_bytes: int = Field(200 * MIB, ge=1)
     max_upload_bytes: int | None = Field(
@@ -138,7 +167,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 
-    @field_validator("model_path", "config_path", "labelmap_path", mode="before")
+    @field_validator("model_path", "config_path", "labelmap_path", "detector_path", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -277,3 +277,27 @@ def test_a_lone_label_sits_above_its_box() -> None:
     # ... unless that covers another person: then below
     two = label_positions([(100, 10, 140, 200), (90, 0, 170, 40)], [(60.0, 30.0)] * 2, 320, 240)
     assert two[0] == (100, 200)
+
+
+def test_without_boxes_asks_for_detected_people_and_colours_them_by_track(
+    fake: FakeService, inputs: tuple[Path, Path], tmp_path: Path
+):
+    """No --boxes: the request asks for keyframes every --keyframe-interval seconds; a person
+    is drawn in its track's colour (track 2: PALETTE[1]), whatever its place on the keyframe."""
+    document = response()
+    document["keyframes"][0]["actors"][0].update(
+        {"id": 2, "source": "detector", "detection_score": 0.9, "track_id": 2}
+    )
+    fake.answer("/detect", 200, document)
+    video, _ = inputs
+    sheet = tmp_path / "sheet.png"
+    argv = [str(video), "--out", str(tmp_path / "out.mp4"), "--contact-sheet", str(sheet)]
+    assert main([*argv, "--url", fake.url, "--keyframe-interval", "0.5"]) == 0
+    (sent,) = fake.received
+    assert sent.request_json() == {"keyframe_interval": 0.5, "box_format": "pixels"}
+    with Image.open(sheet) as png:
+        tile = np.asarray(png.convert("RGB"), np.float32)
+    x1, y1, x2, y2 = BOX
+    assert np.abs(tile[(y1 + y2) // 2, x1] - np.asarray(PALETTE[1], np.float32)).max() < 10
+    (overlay,) = overlays(DetectResult.from_json(document), "pixels", W, H)
+    assert overlay.labels[0][0] == "#2"

@@ -39,10 +39,13 @@ async def test_valid_request_returns_documented_json(tiny_model: TinyModel, mega
     assert body["model"] == {"name": "fbil-tiny", "version": "test", "backend": "eager"}
     assert body["video"]["width"] == 720 and body["video"]["height"] == 528
     assert body["video"]["fps"] == pytest.approx(23.976, abs=1e-3)
-    assert set(body["timing_ms"]) == {"decode", "queue", "inference", "total"}
+    assert set(body["timing_ms"]) == {"decode", "detect", "queue", "inference", "total"}
+    assert body["timing_ms"]["detect"] == 0  # every keyframe came with boxes
     (keyframe,) = body["keyframes"]
     assert keyframe["time"] == 3.0
     assert [a["id"] for a in keyframe["actors"]] == ["p1", 7]
+    assert [a["source"] for a in keyframe["actors"]] == ["client", "client"]
+    assert all("track_id" not in a and "detection_score" not in a for a in keyframe["actors"])
     assert [a["box"] for a in keyframe["actors"]] == [b["box"] for b in BOXES]
 
     expected = direct_scores(tiny_model, megamind, 3.0, [b["box"] for b in BOXES])

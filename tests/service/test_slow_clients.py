@@ -250,6 +250,6 @@ def test_slow_headers_are_cut_at_the_header_timeout(served: LocalService) -> Non
 def test_a_silent_connection_is_closed_at_the_header_timeout(served: LocalService) -> None:
     with socket.create_connection(_address(served)) as sock:
         started = time.monotonic()
-        sock.settimeout(5)
+        sock.settimeout(10)
         assert sock.recv(1) == b""  # closed, nothing sent
-        assert 1 <= time.monotonic() - started < 5
+        assert 1 <= time.monotonic() - started < 8  # before: never closed

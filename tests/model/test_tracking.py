@@ -1,0 +1,114 @@
+"""Tracking people across keyframes: the frames planned between keyframes, the matcher, and
+identities of two people walking side by side (the case overlap-only matching gets wrong)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fbil.model.persons import PersonBoxes
+from fbil.model.tracking import (
+    Tracker,
+    appearance,
+    appearance_distance,
+    greedy_match,
+    iou,
+    plan_frames,
+)
+
+
+def people(*boxes: tuple[float, float, float, float]) -> PersonBoxes:
+    scores = np.linspace(0.9, 0.5, len(boxes), dtype=np.float32)
+    return PersonBoxes(np.asarray(boxes, np.float32).reshape(-1, 4), scores)
+
+
+def side_by_side(t: float, speed: float = 0.1) -> PersonBoxes:
+    """Two people 0.1 wide, touching, walking right by ``speed`` per second (0.1: in one
+    second each takes the other's place)."""
+    x = 0.2 + speed * t
+    return people((x, 0.3, x + 0.1, 0.7), (x + 0.1, 0.3, x + 0.2, 0.7))
+
+
+def test_plan_adds_frames_between_keyframes_and_maps_keyframes_back():
+    plan = plan_frames([2.0, 1.0, 3.0], step_s=0.25, max_frames=64)
+    assert plan.times == pytest.approx([1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0])
+    assert [plan.times[i] for i in plan.keyframe_at] == [2.0, 1.0, 3.0]
+
+
+def test_plan_within_max_frames_and_without_steps():
+    plan = plan_frames([0.0, 1.0, 10.0], step_s=0.1, max_frames=12)
+    assert len(plan.times) <= 12
+    assert [plan.times[i] for i in plan.keyframe_at] == [0.0, 1.0, 10.0]
+    assert sorted(plan.times) == list(plan.times)
+    assert plan_frames([0.0, 1.0, 1.0], step_s=0.0, max_frames=8).times == (0.0, 1.0)
+    assert plan_frames([0.0, 1.0], step_s=0.5, max_frames=1).times == (0.0, 1.0)  # keyframes stay
+    assert plan_frames([None], step_s=0.25, max_frames=8).times == (None,)
+
+
+def test_greedy_match_takes_cheapest_allowed_pairs_once():
+    cost = np.array([[0.1, 0.2], [0.05, 0.9]])
+    allowed = np.array([[True, True], [True, False]])
+    assert greedy_match(cost, allowed) == [(1, 0), (0, 1)]
+    assert greedy_match(cost, np.zeros_like(allowed)) == []
+
+
+def test_iou_pairs():
+    a = np.array([[0, 0, 1, 1], [0, 0, 0.5, 1]], np.float64)
+    assert iou(a, a[:1]) == pytest.approx(np.array([[1.0], [0.5]]))
+
+
+def test_keyframes_one_second_apart_swap_ids_under_overlap_alone():
+    """What the issue reports: matched only at keyframes 1 s apart, the left person's box
+    lands on the right person's old box and takes its id."""
+    tracker = Tracker(appearance_weight=0.0)
+    first = tracker.update(0.0, side_by_side(0.0))
+    second = tracker.update(1.0, side_by_side(1.0))
+    assert second[0] == first[1]  # the left person now carries the right one's id
+
+
+def test_frames_between_keyframes_keep_ids_of_people_side_by_side():
+    tracker = Tracker(appearance_weight=0.0)
+    ids = [tracker.update(t, side_by_side(t)) for t in np.arange(0, 4.01, 0.25)]
+    assert all(i == ids[0] for i in ids)
+    assert len(set(ids[0])) == 2
+
+
+def coloured(*spans: tuple[float, float, tuple[int, int, int]]) -> np.ndarray:
+    frame = np.full((100, 100, 3), 128, np.uint8)
+    for x1, x2, colour in spans:
+        frame[:, round(x1 * 100) : round(x2 * 100)] = colour
+    return frame
+
+
+RED, BLUE = (200, 30, 30), (30, 30, 200)
+
+
+def test_appearance_distance_of_colours():
+    frame = coloured((0.0, 0.5, RED), (0.5, 1.0, BLUE))
+    red, blue = np.array([0.1, 0.1, 0.4, 0.9]), np.array([0.6, 0.1, 0.9, 0.9])
+    assert appearance_distance(appearance(frame, red), appearance(frame, red)) == pytest.approx(0)
+    # per-channel histograms: red and blue share their green channel (30), 1/3 of the bins
+    assert appearance_distance(appearance(frame, red), appearance(frame, blue)) == pytest.approx(
+        np.sqrt(2 / 3)
+    )
+
+
+@pytest.mark.parametrize("colour, expected", [(RED, 0), (BLUE, 1)])
+def test_appearance_decides_between_two_tracks_of_equal_overlap(colour, expected):
+    """One box overlapping a red and a blue track equally joins the one of its colour."""
+    tracker = Tracker(appearance_weight=0.5)
+    first = tracker.update(
+        0.0,
+        people((0.1, 0.1, 0.4, 0.9), (0.4, 0.1, 0.7, 0.9)),
+        coloured((0.1, 0.4, RED), (0.4, 0.7, BLUE)),
+    )
+    between = people((0.25, 0.1, 0.55, 0.9))
+    assert tracker.update(0.1, between, coloured((0.25, 0.55, colour))) == [first[expected]]
+
+
+def test_tracks_end_after_max_age_and_new_ids_count_up():
+    tracker = Tracker(max_age_s=0.5)
+    assert tracker.update(0.0, people((0.1, 0.1, 0.2, 0.5))) == [1]
+    assert tracker.update(0.3, people()) == []
+    assert tracker.update(0.4, people((0.1, 0.1, 0.2, 0.5))) == [1]  # back within 0.5 s
+    assert tracker.update(1.0, people((0.1, 0.1, 0.2, 0.5))) == [2]  # gone for 0.6 s
