@@ -312,7 +312,9 @@ def model_rows(args: argparse.Namespace, device: torch.device, peaks: dict, repo
                     if (b, a) in references:
                         cell.score_diff = (scores - references[b, a]).abs().max().item()
                     cell.tflops = per_clip * b / (cell.p50_ms / 1e3) / 1e12
-                    peak = peaks.get("tf32" if precision == "fp32" else precision)
+                    # fp32 convolutions run in TF32 on CUDA (cuDNN's default in torch)
+                    fp32 = "tf32" if device.type == "cuda" else "fp32"
+                    peak = peaks.get(fp32 if precision == "fp32" else precision)
                     cell.peak_share = cell.tflops / peak if peak else None
             del detector, wrapper, inputs
             if device.type == "cuda":
