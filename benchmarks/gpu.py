@@ -521,8 +521,8 @@ def main(argv: list[str] | None = None) -> Report:
                "| GPU clips/s / all-core windows/s |")  # fmt: skip
     report.add("|---|---|---|---|---|")
     for video, (one, every, n) in rates.items():
-        need = fmt(best / one if best else None, ".1f")
-        ratio = fmt(best / every if best else None, ".2f")
+        need = fmt(best / one if best else None, ".3g")
+        ratio = fmt(best / every if best else None, ".3g")
         report.add(f"| {video} | {one:.2f} | {every:.2f} ({n}) | {need} | {ratio} |")
     return report
 
