@@ -67,6 +67,8 @@ async def _load(state: ServiceState) -> None:
             labelmap_path=s.labelmap_path,
             onnx_providers=s.onnx_providers or None,
             num_threads=s.num_threads,
+            precision=s.precision,
+            tensorrt=s.tensorrt_profile(),
         )
         await asyncio.to_thread(runtime.warmup)
         detector = await asyncio.to_thread(load_detector, s)

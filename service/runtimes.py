@@ -3,15 +3,22 @@
 Three implementations of one small interface (``warmup()``, ``predict(clips, rois)``):
 ONNX Runtime (production; TensorRT/CUDA providers when available, else CPU), TorchScript and the
 eager PyTorch model. Each reads the model's metadata (labels, preprocessing) from the artifact.
+
+Precision (``fp32``, ``fp16``, ``bf16``): the torch runtimes run under ``torch.autocast`` (fp16
+only on CUDA); ONNX Runtime passes it to TensorRT (the CUDA and CPU providers run the graph's own
+precision: export with ``fbil-export --fp16`` for a half-precision graph). TensorRT gets an
+optimisation profile (min/opt/max input shapes) from :class:`TensorRTProfile` and the model's
+preprocessing, so one engine serves every request shape instead of one built per new shape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +29,100 @@ from torch import Tensor
 from fbil.model import ModelMetadata, artifact, load_model
 from fbil.model.device import default_device, resolve_device
 from fbil.model.labels import LabelMap, read_label_map
+from fbil.model.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 ONNX_SUFFIXES = {".onnx"}
 TORCHSCRIPT_SUFFIXES = {".torchscript", ".ts"}
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+TENSORRT = "TensorrtExecutionProvider"
 
 
 class RuntimeLoadError(RuntimeError):
     """A model file that no runtime can serve."""
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype of ``precision`` on ``device`` (None: fp32, no autocast).
+
+    fp16 needs CUDA (CPU kernels in half precision are slow and partial); bf16 runs on both.
+    """
+    if precision not in PRECISIONS:
+        raise RuntimeLoadError(f"FBIL_PRECISION={precision!r}: use fp32, fp16 or bf16")
+    if precision == "fp16" and device.type != "cuda":
+        raise RuntimeLoadError(
+            f"FBIL_PRECISION=fp16 needs a CUDA device, the runtime runs on {device}: "
+            "use fp32, or bf16 (CPUs with AVX512-BF16/AMX)"
+        )
+    return PRECISIONS[precision]
+
+
+@dataclass(frozen=True)
+class TensorRTProfile:
+    """What the TensorRT engine must cover beyond the model's preprocessing, and where it is
+    kept between starts (``cache_path``; None: built at every start)."""
+
+    max_batch_size: int = 8
+    max_rois: int = 256
+    max_aspect: float = 2.4
+    cache_path: Path | None = None
+
+    def shapes(self, spec: PreprocessSpec) -> dict[str, str]:
+        """``trt_profile_{min,opt,max}_shapes`` for inputs ``clips`` (B,3,T,H,W) and ``rois``
+        (N,5): T fixed; the short side fixed, the long side up to ``max_aspect`` times it, in
+        either orientation; the optimum a full batch of 16:9 clips with 4 actors each."""
+        t, side = spec.num_frames, spec.short_side
+        longest = int(side * self.max_aspect)
+        b = self.max_batch_size
+        rows = {
+            "min": (1, side, side, 1),
+            "opt": (b, side, side * 16 // 9, min(4 * b, self.max_rois)),
+            "max": (b, longest, longest, self.max_rois),
+        }
+        return {
+            f"trt_profile_{key}_shapes": f"clips:{n}x3x{t}x{h}x{w},rois:{r}x5"
+            for key, (n, h, w, r) in rows.items()
+        }
+
+
+def tensorrt_options(
+    profile: TensorRTProfile, spec: PreprocessSpec, precision: str = "fp32"
+) -> dict[str, str]:
+    """ONNX Runtime's TensorRT provider options: the profile shapes, the precision, and the
+    engine and timing caches when ``profile.cache_path`` is set."""
+    if precision not in PRECISIONS:
+        raise RuntimeLoadError(f"FBIL_PRECISION={precision!r}: use fp32, fp16 or bf16")
+    options = profile.shapes(spec)
+    options["trt_fp16_enable"] = str(precision == "fp16")
+    if precision == "bf16":  # an option of ONNX Runtime 1.23+; older releases refuse the key
+        options["trt_bf16_enable"] = "True"
+    if profile.cache_path is not None:
+        cache = str(profile.cache_path)
+        options |= {
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": cache,
+        }
+    return options
+
+
+def onnx_provider_options(
+    providers: list[str],
+    spec: PreprocessSpec,
+    profile: TensorRTProfile | None = None,
+    precision: str = "fp32",
+) -> list[str | tuple[str, dict[str, str]]]:
+    """``providers`` as ``InferenceSession(providers=...)`` takes them: TensorRT with its
+    options (:func:`tensorrt_options`); fp16/bf16 without TensorRT: :class:`RuntimeLoadError`."""
+    if precision != "fp32" and TENSORRT not in providers:
+        raise RuntimeLoadError(
+            f"FBIL_PRECISION={precision} takes effect in ONNX Runtime through TensorRT only "
+            f"(providers: {', '.join(providers)}): export a half-precision graph "
+            "(fbil-export --fp16) and keep FBIL_PRECISION=fp32"
+        )
+    options = tensorrt_options(profile or TensorRTProfile(), spec, precision)
+    return [(p, options) if p == TENSORRT else p for p in providers]
 
 
 class Runtime(ABC):
@@ -80,21 +173,23 @@ class EagerRuntime(Runtime):
         config_path: Path | None = None,
         device: str = "auto",
         labels: LabelMap | None = None,
+        precision: str = "fp32",
     ) -> None:
+        self.device = resolve_device(device)
+        self.precision, self.dtype = precision, autocast_dtype(precision, self.device)
         detector, metadata = load_model(
             path, config_path, labels=labels, labels_option="FBIL_LABELMAP_PATH"
         )
         super().__init__(metadata)
-        self.device = resolve_device(device)
         self.detector = detector.to(self.device).eval()
 
     def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(self.device, self.dtype):
             logits = self.detector(clips.to(self.device), rois.to(self.device))
             return self.detector.scores(logits).float().cpu()
 
     def describe(self) -> dict[str, Any]:
-        return {"device": str(self.device)}
+        return {"device": str(self.device), "precision": self.precision}
 
 
 class TorchScriptRuntime(Runtime):
@@ -102,8 +197,9 @@ class TorchScriptRuntime(Runtime):
 
     backend = "torchscript"
 
-    def __init__(self, path: Path, device: str = "auto") -> None:
+    def __init__(self, path: Path, device: str = "auto", precision: str = "fp32") -> None:
         self.device = resolve_device(device)
+        self.precision, self.dtype = precision, autocast_dtype(precision, self.device)
         files = {artifact.TORCHSCRIPT_FILE: ""}
         try:
             self.module = torch.jit.load(str(path), map_location=self.device, _extra_files=files)
@@ -113,12 +209,19 @@ class TorchScriptRuntime(Runtime):
         self.module.eval()
 
     def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(self.device, self.dtype):
             _, scores = self.module(clips.to(self.device), rois.to(self.device))
             return scores.float().cpu()
 
     def describe(self) -> dict[str, Any]:
-        return {"device": str(self.device)}
+        return {"device": str(self.device), "precision": self.precision}
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` (None: a no-op context, fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class OnnxRuntime(Runtime):
@@ -132,6 +235,8 @@ class OnnxRuntime(Runtime):
         device: str = "auto",
         providers: list[str] | None = None,
         num_threads: int | None = None,
+        precision: str = "fp32",
+        tensorrt: TensorRTProfile | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -141,8 +246,15 @@ class OnnxRuntime(Runtime):
         if num_threads:
             options.intra_op_num_threads = num_threads
         chosen = providers or default_onnx_providers(device, ort.get_available_providers())
+        if TENSORRT in chosen or precision != "fp32":
+            # TensorRT's profile needs the preprocessing before the session exists
+            spec = _onnx_file_metadata(path).preprocess
+            entries = onnx_provider_options(chosen, spec, tensorrt, precision)
+            log.info("ONNX Runtime providers and options: %s", entries)
+        else:
+            entries = list(chosen)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=chosen)
+            self.session = ort.InferenceSession(str(path), options, providers=entries)
         except Exception as e:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(f"{path} is not a loadable ONNX model: {e}") from e
         props = self.session.get_modelmeta().custom_metadata_map
@@ -153,6 +265,7 @@ class OnnxRuntime(Runtime):
             f"{artifact.SIDECAR} next to it",
         )
         super().__init__(metadata)
+        self.precision = precision
 
     def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
         feeds = {
@@ -163,7 +276,7 @@ class OnnxRuntime(Runtime):
         return torch.from_numpy(scores).float()
 
     def describe(self) -> dict[str, Any]:
-        return {"providers": self.session.get_providers()}
+        return {"providers": self.session.get_providers(), "precision": self.precision}
 
 
 def default_onnx_providers(device: str, available: list[str]) -> list[str]:
@@ -176,6 +289,18 @@ def default_onnx_providers(device: str, available: list[str]) -> list[str]:
     if device == "auto" and default_device().type != "cuda":
         wanted = ["CPUExecutionProvider"]
     return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+
+def _onnx_file_metadata(path: Path) -> ModelMetadata:
+    """The metadata of the ONNX file ``path`` read with ``onnx`` (no session needed)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and others
+        raise RuntimeLoadError(f"{path} is not a loadable ONNX model: {e}") from e
+    props = {p.key: p.value for p in proto.metadata_props}
+    return _metadata(path, lambda: artifact.onnx_document(path, props))
 
 
 def _metadata(
@@ -219,11 +344,24 @@ def load_runtime(
     labelmap_path: Path | None = None,
     onnx_providers: list[str] | None = None,
     num_threads: int | None = None,
+    precision: str = "fp32",
+    tensorrt: TensorRTProfile | None = None,
 ) -> Runtime:
     """Build the runtime ``backend`` names (``auto``: by the file's suffix); a label map
-    ``labelmap_path`` names the model's classes (instead of the embedded or built-in ones)."""
+    ``labelmap_path`` names the model's classes (instead of the embedded or built-in ones);
+    ``precision`` and ``tensorrt`` as :func:`autocast_dtype` and :func:`tensorrt_options` say."""
     labels = read_label_map(labelmap_path) if labelmap_path else None
-    runtime = _runtime(path, backend, device, config_path, labels, onnx_providers, num_threads)
+    runtime = _runtime(
+        path,
+        backend,
+        device,
+        config_path,
+        labels,
+        onnx_providers,
+        num_threads,
+        precision,
+        tensorrt,
+    )
     if labels is not None and runtime.metadata.labels != labels:
         # ModelMetadata checks that the label map has the model's class count
         runtime.metadata = replace(runtime.metadata, labels=labels)
@@ -238,15 +376,17 @@ def _runtime(
     labels: LabelMap | None,
     onnx_providers: list[str] | None,
     num_threads: int | None,
+    precision: str = "fp32",
+    tensorrt: TensorRTProfile | None = None,
 ) -> Runtime:
     if num_threads:
         torch.set_num_threads(num_threads)
     backend = backend_for(path) if backend == "auto" else backend
     log.info("loading %s with the %s runtime", path, backend)
     if backend == "onnx":
-        return OnnxRuntime(path, device, onnx_providers, num_threads)
+        return OnnxRuntime(path, device, onnx_providers, num_threads, precision, tensorrt)
     if backend == "torchscript":
-        return TorchScriptRuntime(path, device)
+        return TorchScriptRuntime(path, device, precision)
     if backend == "eager":
-        return EagerRuntime(path, config_path, device, labels)
+        return EagerRuntime(path, config_path, device, labels, precision)
     raise RuntimeLoadError(f"unknown backend {backend!r} (onnx, torchscript or eager)")

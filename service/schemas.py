@@ -231,7 +231,7 @@ class ModelCard(BaseModel):
     description: str
     demo: bool
     backend: str
-    runtime: dict[str, Any] = Field(description="device or ONNX Runtime providers")
+    runtime: dict[str, Any] = Field(description="device or ONNX Runtime providers, and precision")
     labels: list[LabelOut]
     preprocess: dict[str, Any]
     limits: dict[str, Any]

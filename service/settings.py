@@ -11,8 +11,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
     from fbil.model.video import VideoLimits
+    from fbil.service.runtimes import TensorRTProfile
 
 Backend = Literal["auto", "onnx", "torchscript", "eager"]
+Precision = Literal["fp32", "fp16", "bf16"]
 MIB = 1024 * 1024
 
 
@@ -52,6 +54,23 @@ class Settings(BaseSettings):
         default_factory=list, description="ONNX Runtime providers, comma-separated (auto if empty)"
     )
     num_threads: int | None = Field(None, ge=1, description="intra-op threads of the runtime")
+    precision: Precision = Field(
+        "fp32",
+        description="fp32 | fp16 | bf16: torch.autocast for eager/TorchScript (fp16 on CUDA "
+        "only), TensorRT's precision for ONNX (other providers: export with --fp16)",
+    )
+    trt_engine_cache_path: Path | None = Field(
+        None,
+        description="folder where TensorRT keeps its engines and timing cache between starts "
+        "(unset: every start builds the engine anew, minutes)",
+    )
+    trt_max_aspect: float = Field(
+        2.4,
+        ge=1.0,
+        le=8.0,
+        description="longest frame side / shortest the TensorRT engine's profile covers "
+        "(either orientation); wider videos fail on TensorRT",
+    )
 
     # people on keyframes sent without boxes
     detector: Literal["bundled", "none"] = Field(
@@ -167,7 +186,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 
-    @field_validator("model_path", "config_path", "labelmap_path", "detector_path", mode="before")
+    @field_validator(
+        "model_path",
+        "config_path",
+        "labelmap_path",
+        "detector_path",
+        "trt_engine_cache_path",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -186,6 +212,8 @@ class Settings(BaseSettings):
                 f"max_queue_size ({self.max_queue_size}) must hold one request's clips "
                 f"(max_keyframes={self.max_keyframes})"
             )
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("precision fp16 needs a CUDA device (FBIL_DEVICE=cpu): fp32 or bf16")
         return self
 
     @property
@@ -214,6 +242,18 @@ class Settings(BaseSettings):
             max_bytes=self.job_max_video_bytes,
             max_duration_s=self.job_max_duration_s,
             max_frame_pixels=self.max_frame_pixels,
+        )
+
+    def tensorrt_profile(self) -> TensorRTProfile:
+        """What a TensorRT engine must cover: a full batch of clips with every box a keyframe
+        may carry, frames up to ``trt_max_aspect``; kept in ``trt_engine_cache_path``."""
+        from fbil.service.runtimes import TensorRTProfile  # imports torch: not for --help
+
+        return TensorRTProfile(
+            max_batch_size=self.max_batch_size,
+            max_rois=self.max_batch_size * self.max_boxes_per_keyframe,
+            max_aspect=self.trt_max_aspect,
+            cache_path=self.trt_engine_cache_path,
         )
 
     def resolved_model_path(self) -> Path:

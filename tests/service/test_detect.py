@@ -119,7 +119,7 @@ async def test_health_readiness_model_card_and_docs(tiny_model: TinyModel):
         docs = await s.client.get("/docs")
         openapi = (await s.client.get("/openapi.json")).json()
     assert card["name"] == "fbil-tiny" and card["backend"] == "eager"
-    assert card["runtime"] == {"device": "cpu"}
+    assert card["runtime"] == {"device": "cpu", "precision": "fp32"}
     assert len(card["labels"]) == 60 and card["labels"][0]["id"] == 1
     assert card["preprocess"]["num_frames"] == 8 and card["preprocess"]["short_side"] == 64
     assert card["limits"]["max_keyframes"] == 16

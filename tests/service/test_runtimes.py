@@ -8,10 +8,20 @@ import pytest
 import torch
 from serving import TinyModel, detect_files, serve
 
+from fbil.export.check import FP16_TOLERANCE
 from fbil.export.onnx_export import export_onnx
 from fbil.export.torchscript_export import export_torchscript
-from fbil.service.runtimes import backend_for, default_onnx_providers, load_runtime
-from fbil.service.settings import default_model_path
+from fbil.model.preprocess import PreprocessSpec
+from fbil.service.runtimes import (
+    RuntimeLoadError,
+    TensorRTProfile,
+    autocast_dtype,
+    backend_for,
+    default_onnx_providers,
+    load_runtime,
+    onnx_provider_options,
+)
+from fbil.service.settings import Settings, default_model_path
 
 REQUEST = {
     "keyframes": [
@@ -111,5 +121,109 @@ async def test_same_request_same_scores_on_every_runtime(artifacts: dict, megami
     assert scores["eager"].shape == (3, 60)
     for backend in ("torchscript", "onnx"):
         assert torch.allclose(scores[backend], scores["eager"], atol=1e-4), backend
-    assert cards["onnx"]["runtime"] == {"providers": ["CPUExecutionProvider"]}
-    assert cards["torchscript"]["runtime"] == {"device": "cpu"}
+    assert cards["onnx"]["runtime"] == {"providers": ["CPUExecutionProvider"], "precision": "fp32"}
+    assert cards["torchscript"]["runtime"] == {"device": "cpu", "precision": "fp32"}
+
+
+TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+def test_tensorrt_gets_a_profile_from_the_settings_and_the_preprocessing(tmp_path: Path):
+    settings = Settings(
+        max_batch_size=4,
+        max_boxes_per_keyframe=8,
+        trt_max_aspect=2.0,
+        trt_engine_cache_path=tmp_path,
+        precision="fp16",
+    )
+    spec = PreprocessSpec(num_frames=16, short_side=128)
+    entries = onnx_provider_options([TRT, CUDA, CPU], spec, settings.tensorrt_profile(), "fp16")
+    assert entries[1:] == [CUDA, CPU]
+    name, options = entries[0]
+    assert name == TRT
+    assert options == {
+        "trt_profile_min_shapes": "clips:1x3x16x128x128,rois:1x5",
+        "trt_profile_opt_shapes": "clips:4x3x16x128x227,rois:16x5",
+        "trt_profile_max_shapes": "clips:4x3x16x256x256,rois:32x5",
+        "trt_fp16_enable": "True",
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(tmp_path),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(tmp_path),
+    }
+
+
+def test_tensorrt_precision_and_cache_options():
+    spec = PreprocessSpec()
+    (_, fp32), _ = onnx_provider_options([TRT, CPU], spec)
+    assert fp32["trt_fp16_enable"] == "False" and "trt_bf16_enable" not in fp32
+    assert not any(key.startswith("trt_engine_cache") for key in fp32)  # no cache path: none
+    (_, bf16), _ = onnx_provider_options([TRT, CPU], spec, TensorRTProfile(), "bf16")
+    assert bf16["trt_bf16_enable"] == "True" and bf16["trt_fp16_enable"] == "False"
+    # without TensorRT the providers run the graph's precision: half precision is refused
+    assert onnx_provider_options([CUDA, CPU], spec) == [CUDA, CPU]
+    with pytest.raises(RuntimeLoadError, match="through TensorRT only"):
+        onnx_provider_options([CUDA, CPU], spec, TensorRTProfile(), "fp16")
+
+
+def test_onnx_runtime_hands_tensorrt_the_model_s_profile(monkeypatch: pytest.MonkeyPatch):
+    import onnxruntime as ort
+
+    seen: list = []
+    session = ort.InferenceSession
+
+    def spy_session(path, options, providers):
+        seen.append(providers)
+        return session(path, options, providers=[CPU])  # no TensorRT on this machine
+
+    monkeypatch.setattr(ort, "InferenceSession", spy_session)
+    model = default_model_path()  # the demo model: 16 frames at short side 128
+    assert model is not None
+    load_runtime(model, onnx_providers=[TRT, CPU], tensorrt=TensorRTProfile(max_batch_size=2))
+    load_runtime(model, onnx_providers=[CPU])
+    (name, options), cpu = seen[0]
+    assert (name, cpu) == (TRT, CPU)
+    assert options["trt_profile_min_shapes"] == "clips:1x3x16x128x128,rois:1x5"
+    assert options["trt_profile_max_shapes"] == "clips:2x3x16x307x307,rois:256x5"
+    assert seen[1] == [CPU]  # no TensorRT, no options
+
+
+def test_precision_sets_the_autocast_dtype():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert autocast_dtype("fp16", cuda) is torch.float16
+    assert autocast_dtype("bf16", cuda) is torch.bfloat16
+    with pytest.raises(RuntimeLoadError, match="fp16 needs a CUDA device"):
+        autocast_dtype("fp16", cpu)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Settings(precision="fp16", device="cpu")
+
+
+def test_fp16_on_cpu_is_refused_before_loading(artifacts: dict):
+    for backend in ("eager", "torchscript"):
+        with pytest.raises(RuntimeLoadError, match="FBIL_PRECISION=fp16 needs a CUDA device"):
+            load_runtime(artifacts[backend], device="cpu", precision="fp16")
+
+
+@pytest.mark.parametrize("backend", ["eager", "torchscript"])
+def test_bf16_runs_the_network_in_bf16_within_tolerance(artifacts: dict, backend: str):
+    fp32 = load_runtime(artifacts[backend], device="cpu")
+    bf16 = load_runtime(artifacts[backend], device="cpu", precision="bf16")
+    assert bf16.describe()["precision"] == "bf16"
+    torch.manual_seed(4)
+    clips = torch.randn(2, 3, 8, 64, 85)
+    rois = torch.tensor([[0, 0.1, 0.1, 0.6, 0.9], [1, 0.0, 0.2, 0.5, 0.7], [1, 0.3, 0.3, 1.0, 1.0]])
+    expected, got = fp32.predict(clips, rois), bf16.predict(clips, rois)
+    assert got.dtype == torch.float32
+    diff = (got - expected).abs().max().item()
+    assert 0 < diff <= FP16_TOLERANCE  # reduced precision did run, and stays within tolerance
+
+
+def test_bf16_autocast_reaches_the_convolutions(artifacts: dict):
+    runtime = load_runtime(artifacts["eager"], device="cpu", precision="bf16")
+    dtypes: list[torch.dtype] = []
+    stem = next(m for m in runtime.detector.modules() if isinstance(m, torch.nn.Conv3d))
+    stem.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    runtime.warmup()
+    assert dtypes == [torch.bfloat16]
