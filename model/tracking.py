@@ -18,6 +18,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -187,6 +188,47 @@ class Tracker:
                 ids[j] = self._next_id
                 self._next_id += 1
         return ids
+
+    def state(self) -> dict[str, object]:
+        """Everything :meth:`update` depends on, as JSON-able values (floats round-trip
+        exactly through JSON): :meth:`from_state` rebuilds a tracker that continues alike."""
+        return {
+            "min_iou": self.min_iou,
+            "appearance_weight": self.appearance_weight,
+            "max_age_s": self.max_age_s,
+            "next_id": self._next_id,
+            "tracks": [
+                {
+                    "id": t.id,
+                    "box": t.box.tolist(),
+                    "time": t.time,
+                    "velocity": t.velocity.tolist(),
+                    "look": None if t.look is None else t.look.tolist(),
+                }
+                for t in self.tracks
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Tracker:
+        """The tracker whose :meth:`state` was ``state``."""
+        tracker = cls(
+            min_iou=state["min_iou"],
+            appearance_weight=state["appearance_weight"],
+            max_age_s=state["max_age_s"],
+        )
+        tracker._next_id = state["next_id"]
+        tracker.tracks = [
+            _Track(
+                t["id"],
+                np.asarray(t["box"], np.float64),
+                t["time"],
+                np.asarray(t["velocity"], np.float64),
+                None if t["look"] is None else np.asarray(t["look"], np.float64),
+            )
+            for t in state["tracks"]
+        ]
+        return tracker
 
     @staticmethod
     def _follow(track: _Track, time: float, box: np.ndarray, look: np.ndarray | None) -> None:

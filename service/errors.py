@@ -51,6 +51,12 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("unauthorized", 401, "API key missing or wrong (when `FBIL_API_KEYS` is set)"),
     ErrorCode("not_found", 404, "no such route"),
     ErrorCode("job_not_found", 404, "no job with this id for this API key (or it was deleted)"),
+    ErrorCode(
+        "job_video_unavailable",
+        404,
+        "the job has no annotated video: `video` not in its `outputs`, or the job has not "
+        "succeeded yet",
+    ),
     ErrorCode("method_not_allowed", 405, "the route exists, not with this method"),
     ErrorCode("header_timeout", 408, "the headers took over `FBIL_HEADER_TIMEOUT_S`; closed"),
     ErrorCode("upload_idle_timeout", 408, "the body paused over `FBIL_UPLOAD_IDLE_TIMEOUT_S`"),
@@ -203,6 +209,10 @@ class TooManyBoxesError(ServiceError):
 
 class JobNotFoundError(ServiceError):
     status, code = 404, "job_not_found"
+
+
+class JobVideoUnavailableError(ServiceError):
+    status, code = 404, "job_video_unavailable"
 
 
 class NoPersonDetectorError(ServiceError):

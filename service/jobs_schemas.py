@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fbil.service.schemas import KeyframeIn, _Strict
 
-Output = Literal["json", "ava_csv"]
+Output = Literal["json", "ava_csv", "video"]
 
 EXAMPLE_JOB_REQUEST: dict[str, Any] = {
     "keyframes": [
@@ -48,7 +48,10 @@ class JobRequest(_Strict):
         0.5, ge=0.0, le=1.0, description="automatic boxes: the person detector's minimum score"
     )
     outputs: list[Output] = Field(
-        default_factory=lambda: ["json"], min_length=1, description="results to offer"
+        default_factory=lambda: ["json"],
+        min_length=1,
+        description="results to offer: `json` lines, the AVA `ava_csv`, the annotated MP4 "
+        "`video` (drawn once all keyframes are done)",
     )
     video_id: str = Field(
         "video",
@@ -63,6 +66,7 @@ class JobLinks(BaseModel):
     self: str
     results: str
     results_csv: str | None = None
+    video: str | None = None
 
 
 class JobProgress(BaseModel):

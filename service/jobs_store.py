@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
-VIDEO_FILE, RESULTS_FILE = "video", "results.jsonl"
+VIDEO_FILE, RESULTS_FILE, ANNOTATED_FILE = "video", "results.jsonl", "annotated.mp4"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started REAL,
     finished REAL,
     error_code TEXT,
-    error_message TEXT
+    error_message TEXT,
+    tracker TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created);
@@ -79,12 +80,14 @@ class Job:
     finished: float | None
     error_code: str | None
     error_message: str | None
+    tracker: dict[str, Any] | None = None  # automatic boxes: the tracker after ``done``
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         values = dict(row)
         values["request"] = json.loads(values["request"])
         values["times"] = json.loads(values["times"])
+        values["tracker"] = json.loads(values["tracker"]) if values.get("tracker") else None
         return cls(**values)
 
 
@@ -103,6 +106,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        if "tracker" not in columns:  # a database made before automatic boxes in jobs
+            self._db.execute("ALTER TABLE jobs ADD COLUMN tracker TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -187,12 +193,20 @@ class JobStore:
             cursor = self._db.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'")
             return cursor.rowcount
 
-    def record(self, job_id: str, done: int, results_bytes: int) -> None:
-        """Keyframes up to ``done`` are in the results file, which is ``results_bytes`` long."""
+    def record(
+        self,
+        job_id: str,
+        done: int,
+        results_bytes: int,
+        tracker: dict[str, Any] | None = None,
+    ) -> None:
+        """Keyframes up to ``done`` are in the results file, which is ``results_bytes`` long;
+        ``tracker`` is the state automatic boxes resume from (in the same transaction)."""
         self._execute(
-            "UPDATE jobs SET done = ?, results_bytes = ? WHERE id = ?",
+            "UPDATE jobs SET done = ?, results_bytes = ?, tracker = ? WHERE id = ?",
             done,
             results_bytes,
+            None if tracker is None else json.dumps(tracker),
             job_id,
         )
 
@@ -262,14 +276,14 @@ class ResultsWriter:
         self._file.truncate(self.size)  # a line not recorded before a crash goes
         self._file.seek(self.size)
 
-    def append(self, keyframe: dict[str, Any]) -> None:
+    def append(self, keyframe: dict[str, Any], tracker: dict[str, Any] | None = None) -> None:
         line = (json.dumps(keyframe, separators=(",", ":")) + "\n").encode()
         self._file.write(line)
         self._file.flush()
         os.fsync(self._file.fileno())
         self.done += 1
         self.size += len(line)
-        self.store.record(self.job_id, self.done, self.size)
+        self.store.record(self.job_id, self.done, self.size, tracker)
 
     def close(self) -> None:
         self._file.close()

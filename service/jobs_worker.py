@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import shutil
 import threading
@@ -14,11 +15,17 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from fbil.model.tracking import DetectCancelledError
 from fbil.model.video import DecodeCancelledError, VideoError
 from fbil.service.errors import OverloadedError, ServiceError, StorageQuotaError
-from fbil.service.jobs_pipeline import box_source, run_keyframes
+from fbil.service.jobs_pipeline import (
+    DetectedPeople,
+    box_source,
+    run_keyframes,
+    write_annotated_video,
+)
 from fbil.service.jobs_schemas import JobRequest
-from fbil.service.jobs_store import VIDEO_FILE, Job, JobStore, ResultsWriter
+from fbil.service.jobs_store import ANNOTATED_FILE, VIDEO_FILE, Job, JobStore, ResultsWriter
 from fbil.service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -163,7 +170,7 @@ class JobWorker:
             self._update_gauges()
             await self._execute(job, self._running[job_id].cancel)
             store.finish(job_id, "succeeded")
-        except (asyncio.CancelledError, DecodeCancelledError):
+        except (asyncio.CancelledError, DecodeCancelledError, DetectCancelledError):
             pass  # cancelled (marked by cancel()) or stopping (resumes on the next start)
         except VideoError as e:
             store.finish(job_id, "failed", e.code, str(e))
@@ -188,7 +195,26 @@ class JobWorker:
         runtime, batcher = state.runtime, state.batcher
         assert runtime is not None and batcher is not None
         request = JobRequest.model_validate(job.request)
-        boxes = box_source(request, job.width, job.height, s.max_boxes_per_keyframe)
+        video = self.store.job_dir(job.id) / VIDEO_FILE
+        people = None
+        if state.detector is not None:
+            people = functools.partial(
+                DetectedPeople,
+                video,
+                job.times,
+                job.done,
+                state.detector,
+                request=request,
+                width=job.width,
+                height=job.height,
+                max_boxes=s.max_boxes_per_keyframe,
+                step_s=s.track_interval_s,
+                max_frames=s.max_detect_frames,
+                limits=s.job_video_limits(),
+                tracker=job.tracker,
+                cancel=cancel,
+            )
+        boxes = box_source(request, job.width, job.height, s.max_boxes_per_keyframe, people)
         writer = await asyncio.to_thread(ResultsWriter, self.store, job)
         metrics = state.metrics
 
@@ -203,13 +229,13 @@ class JobWorker:
         async def on_keyframe(keyframe: dict) -> None:
             self.check_space(4096)
             before = writer.size
-            await asyncio.to_thread(writer.append, keyframe)
+            await asyncio.to_thread(writer.append, keyframe, boxes.checkpoint(writer.done))
             self.usage += writer.size - before
             metrics.job_keyframes.inc()
 
         try:
             await run_keyframes(
-                self.store.job_dir(job.id) / VIDEO_FILE,
+                video,
                 job.times,
                 job.done,
                 runtime.metadata.preprocess,
@@ -221,6 +247,22 @@ class JobWorker:
                 request=request,
                 in_flight=s.job_max_clips_in_flight,
                 cancel=cancel,
+                executor=state.detect_pool,
             )
         finally:
             writer.close()
+        if "video" in request.outputs:  # drawn once all keyframes are in (redone on resume)
+            done = self.store.get(job.id)
+            assert done is not None
+            out = self.store.job_dir(job.id) / ANNOTATED_FILE
+            self.check_space(self.store.results_path(job.id).stat().st_size)
+            await asyncio.to_thread(
+                write_annotated_video,
+                video,
+                self.store.lines(done),
+                request.box_format,
+                job.width,
+                job.height,
+                out,
+            )
+            self.usage += out.stat().st_size
