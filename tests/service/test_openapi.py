@@ -23,6 +23,7 @@ RESPONSES = {
     ("/v1/jobs/{job_id}", "delete"): {"200", "401", "404"},
     ("/v1/jobs/{job_id}/results", "get"): {"200", "401", "404"},
     ("/v1/jobs/{job_id}/results.csv", "get"): {"200", "401", "404"},
+    ("/v1/jobs/{job_id}/video", "get"): {"200", "401", "404"},
 }
 PROTECTED = {("/metrics", "get"), ("/v1/model", "get"), ("/detect", "post")} | {
     key for key in RESPONSES if key[0].startswith("/v1/jobs")

@@ -34,6 +34,7 @@ RUNS = [
     ("/v1/jobs/{job_id}", "DELETE", POSITIVE),
     ("/v1/jobs/{job_id}/results", "GET", POSITIVE),
     ("/v1/jobs/{job_id}/results.csv", "GET", POSITIVE),
+    ("/v1/jobs/{job_id}/video", "GET", POSITIVE),
 ]
 CHECKS = [
     checks.not_a_server_error,
