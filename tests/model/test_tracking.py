@@ -3,6 +3,8 @@ identities of two people walking side by side (the case overlap-only matching ge
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,21 @@ def test_tracks_end_after_max_age_and_new_ids_count_up():
     assert tracker.update(0.3, people()) == []
     assert tracker.update(0.4, people((0.1, 0.1, 0.2, 0.5))) == [1]  # back within 0.5 s
     assert tracker.update(1.0, people((0.1, 0.1, 0.2, 0.5))) == [2]  # gone for 0.6 s
+
+
+def test_a_tracker_restored_from_its_json_state_goes_on_alike():
+    """What a resumed job relies on: state -> JSON -> from_state continues with the same ids,
+    velocities and looks as the tracker that never stopped."""
+    frame = coloured((0.2, 0.3, RED), (0.3, 0.4, BLUE))
+    whole = Tracker()
+    for t in np.arange(0, 1.01, 0.25):
+        whole.update(float(t), side_by_side(float(t)), frame)
+    saved = json.loads(json.dumps(whole.state()))
+    restored = Tracker.from_state(saved)
+    assert restored.state() == whole.state()
+    later = [(float(t), side_by_side(float(t))) for t in np.arange(1.25, 3.01, 0.25)]
+    later.append((3.25, people((0.8, 0.1, 0.9, 0.5))))  # someone new: the next id
+    assert [restored.update(t, p, frame) for t, p in later] == [
+        whole.update(t, p, frame) for t, p in later
+    ]
+    assert restored.state() == whole.state() and restored.tracks[-1].id == 3
