@@ -27,8 +27,12 @@ from benchmarks.service import SMALL  # noqa: E402
 from fbil.client import Client  # noqa: E402
 from fbil.client.local import local_service  # noqa: E402
 from fbil.model import ModelMetadata, build_detector, save_model  # noqa: E402
-from fbil.model.stream import keyframe_times, video_duration  # noqa: E402
-from fbil.model.video import VideoLimits, probe  # noqa: E402
+from fbil.model.stream import keyframe_times  # noqa: E402
+from fbil.model.video import (  # noqa: E402
+    VideoLimits,
+    probe,
+    segment_end,  # noqa: E402
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "videos" / "vtest.avi"
@@ -36,7 +40,7 @@ VIDEO = ROOT / "tests" / "data" / "videos" / "vtest.avi"
 
 def _request(video: Path) -> dict:
     info = probe(video, VideoLimits())
-    times = keyframe_times(video_duration(video), 1.0)
+    times = keyframe_times(segment_end(video), 1.0)
     box = [info.width * 0.3, info.height * 0.2, info.width * 0.6, info.height * 0.9]
     return {"keyframes": [{"time": t, "boxes": [{"box": box, "id": 1}]} for t in times]}
 

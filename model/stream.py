@@ -28,7 +28,6 @@ from fbil.model.video import (
     _Converter,
     _decode,
     _Sampler,
-    _segment_end,
     _window,
 )
 
@@ -36,19 +35,15 @@ _END = object()
 _POLL_S = 0.1  # how often a blocked producer looks whether the consumer left
 
 
-def keyframe_times(duration: float, interval: float) -> list[float]:
-    """Keyframes every ``interval`` seconds from ``interval / 2`` on, all before ``duration``
-    (the middle of each ``interval``-long stretch: every window lies mostly inside)."""
+def keyframe_times(end: float, interval: float) -> list[float]:
+    """Keyframes every ``interval`` seconds over a segment ending at ``end``: the middle of each
+    whole or final partial interval (a segment shorter than ``interval`` gets its middle). The
+    one rule of ``/detect`` without keyframes, jobs and ``fbil-detect``."""
     if interval <= 0 or not math.isfinite(interval):
         raise ValueError(f"keyframe interval must be positive, got {interval}")
-    count = max(0, math.ceil(duration / interval - 0.5))
-    times = [round((k + 0.5) * interval, 6) for k in range(count)]
-    return [t for t in times if t < duration]
-
-
-def video_duration(source: Source, limits: VideoLimits | None = None) -> float:
-    """Seconds from the first to the end of the last packet (a demux-only pass)."""
-    return _segment_end(source, limits or VideoLimits())
+    count = max(math.ceil(end / interval - 1e-9), 1)
+    # the final interval may be cut short by the segment's end
+    return [(i * interval + min((i + 1) * interval, end)) / 2 for i in range(count)]
 
 
 class _Cancel(threading.Event):

@@ -135,8 +135,8 @@ async def detect_video(
     after the video; the CSV's ``video_id`` is its name too)."""
     from tqdm import tqdm
 
-    from fbil.model.stream import keyframe_times, video_duration
-    from fbil.model.video import probe
+    from fbil.model.stream import keyframe_times
+    from fbil.model.video import probe, segment_end
     from fbil.service.jobs_pipeline import (
         DetectedPeople,
         ava_csv,
@@ -148,7 +148,7 @@ async def detect_video(
     s = settings
     limits = s.job_video_limits()
     info = await asyncio.to_thread(probe, video, limits)
-    duration = await asyncio.to_thread(video_duration, video, limits)
+    duration = await asyncio.to_thread(segment_end, video, limits)
     times = keyframe_times(duration, request.keyframe_interval)
     people = None
     if detector is not None:

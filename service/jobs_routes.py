@@ -18,8 +18,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from fbil.model.stream import keyframe_times, video_duration
-from fbil.model.video import KeyframeOutOfRangeError, probe
+from fbil.model.stream import keyframe_times
+from fbil.model.video import KeyframeOutOfRangeError, probe, segment_end
 from fbil.service.errors import (
     ClientDisconnectedError,
     JobNotFoundError,
@@ -198,7 +198,7 @@ def _create(worker: JobWorker, job_id: str, owner: str, body: JobRequest, path) 
     s = worker.settings
     limits = s.job_video_limits()
     info = probe(path, limits)
-    duration = video_duration(path, limits)
+    duration = segment_end(path, limits)
     times = job_times(body, duration, keyframe_times(duration, body.keyframe_interval))
     if len(times) > s.job_max_keyframes:
         raise TooManyKeyframesError(

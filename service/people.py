@@ -9,12 +9,12 @@ id that stays with the person across the request's keyframes (:mod:`fbil.model.t
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from typing import Literal
 
 import numpy as np
 
+from fbil.model import stream
 from fbil.model.persons import PersonDetector, load_person_detector
 from fbil.model.tracking import TrackedPeople, plan_frames, track_people
 from fbil.model.video import VideoLimits, read_frames
@@ -48,19 +48,17 @@ def check_detector_path(settings: Settings) -> None:
 
 
 def keyframe_times(end: float, interval: float, max_keyframes: int) -> list[float]:
-    """Keyframes every ``interval`` seconds over a segment ending at ``end``: the middle of each
-    whole or final partial interval (a segment shorter than ``interval`` gets its middle).
-    More than ``max_keyframes`` is refused (:class:`TooManyKeyframesError`)."""
-    count = max(math.ceil(end / interval - 1e-9), 1)
-    if count > max_keyframes:
+    """:func:`fbil.model.stream.keyframe_times`, refused beyond ``max_keyframes``
+    (:class:`TooManyKeyframesError`)."""
+    times = stream.keyframe_times(end, interval)
+    if len(times) > max_keyframes:
         raise TooManyKeyframesError(
-            f"a {end:.2f} s segment at keyframe_interval {interval} s has {count} keyframes, "
+            f"a {end:.2f} s segment at keyframe_interval {interval} s has {len(times)} keyframes, "
             f"the limit is {max_keyframes}: send a larger keyframe_interval (at least "
             f"{end / max_keyframes:.3g} s) or a shorter segment",
-            {"max_keyframes": max_keyframes, "keyframes": count},
+            {"max_keyframes": max_keyframes, "keyframes": len(times)},
         )
-    # the final interval may be cut short by the segment's end
-    return [(i * interval + min((i + 1) * interval, end)) / 2 for i in range(count)]
+    return times
 
 
 def detect_people(

@@ -19,6 +19,7 @@ from serving import TinyModel
 
 from fbil.client.local import local_service
 from fbil.model.annotate import PALETTE
+from fbil.model.stream import keyframe_times
 
 KEY_A, KEY_B = "a" * 32, "b" * 32
 BOX = [300, 100, 380, 300]  # 768x576 vtest.avi: a pedestrian's height
@@ -94,7 +95,7 @@ def _lines(http: httpx.Client, job_id: str) -> list[str]:
 def test_a_whole_video_job_on_a_real_server(tiny_model: TinyModel, test_videos, tmp_path):
     vtest = test_videos / "vtest.avi"
     request = _auto_request()
-    times = [(k + 0.5) * AUTO_INTERVAL for k in range(40)]  # 79.5 s: 1, 3, ..., 79
+    times = keyframe_times(79.5, AUTO_INTERVAL)  # 1, 3, ..., 77, 78.75
     env = _env(tmp_path / "data", FBIL_TRACK_INTERVAL_S="0")
     with (
         local_service(tiny_model.path, env=env, hermetic=True, log_file=tmp_path / "log") as served,
