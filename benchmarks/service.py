@@ -4,12 +4,12 @@ against the same work done in-process.
 Starts ``fbil-serve`` on 127.0.0.1 (a free port, :func:`fbil.client.local.local_service`) once per
 batching mode, fires ``--requests`` POST /detect calls at each concurrency level (that many
 threads sharing one :class:`fbil.client.Client`) and prints one table with the batching-on /
-batching-off ratios. The baseline, measured in the same run before the servers start, is what
-each request costs without HTTP: the same ``decode_clips`` + ``normalize_boxes`` +
-``runtime.predict`` on the same bytes, in this process, with the same number of threads calling
-it at once (one clip a call, no batching; torch's own threads as the server has them). Without
-``--model`` a small random model (R50 depth with one block a stage, width 32, 16 frames, short
-side 128) is written to a temporary folder.
+batching-off ratios. The baseline is what each request costs without HTTP: the same
+``decode_clips`` + ``normalize_boxes`` + ``runtime.predict`` on the same bytes, in this process,
+with the same number of threads calling it at once (one clip a call, no batching; torch's own
+threads, as the server has them), measured in the same run right before each level of each
+server (which idles meanwhile). Without ``--model`` a small random model (R50 depth with one
+block a stage, width 32, 16 frames, short side 128) is written to a temporary folder.
 
     python benchmarks/service.py [--model PATH] [--concurrency 1 4 16] [--requests 48]
 """
@@ -160,9 +160,6 @@ def main() -> None:
         runtime = load_runtime(model_path, device=args.device)
         runtime.warmup()
         in_process(runtime, video, requests[:2], 1)  # warm
-        for c in args.concurrency:
-            results["in-process", c] = measure(*in_process(runtime, video, requests, c))
-        del runtime
         for mode, env in modes.items():
             env = {
                 **env,
@@ -177,6 +174,10 @@ def main() -> None:
             ):
                 load(client, video, requests[:2], 1)  # warm
                 for c in args.concurrency:
+                    # the baseline right before each level (the server idles meanwhile): a
+                    # shared machine's load drifts less between the two than over the run
+                    base = measure(*in_process(runtime, video, requests, c))
+                    results[f"in-process ({mode})", c] = base
                     count0 = metric(client, "fbil_batch_size_count")
                     sum0 = metric(client, "fbil_batch_size_sum")
                     lat, wall, failed = load(client, video, requests, c)
@@ -191,21 +192,27 @@ def main() -> None:
         f"{args.max_batch_size}, max_batch_delay_ms {args.max_batch_delay_ms}\n"
     )
     head = (
-        "| conc | in-process req/s | in-process p50 ms | off req/s | off p50 ms | off p95 ms "
-        "| on req/s | on p50 ms | on p95 ms | on mean batch | off/in-process req/s "
-        "| on/in-process req/s | req/s on/off | p95 on/off |"
+        "| conc | in-process req/s | off req/s | off p50 ms | off p95 ms | on req/s | on p50 ms "
+        "| on p95 ms | on mean batch | off/in-process | on/in-process | req/s on/off "
+        "| p95 on/off |"
     )
     print(head)
     print("|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|")
     for c in args.concurrency:
-        base, off, on = results["in-process", c], results["off", c], results["on", c]
+        off, on = results["off", c], results["on", c]
+        base_off, base_on = results["in-process (off)", c], results["in-process (on)", c]
         print(
-            f"| {c} | {base['rps']:.2f} | {base['p50']:.0f} "
+            f"| {c} | {base_off['rps']:.2f} / {base_on['rps']:.2f} "
             f"| {off['rps']:.2f} | {off['p50']:.0f} | {off['p95']:.0f} | {on['rps']:.2f} "
             f"| {on['p50']:.0f} | {on['p95']:.0f} | {on['batch']:.2f} "
-            f"| {off['rps'] / base['rps']:.2f}x | {on['rps'] / base['rps']:.2f}x "
+            f"| {off['rps'] / base_off['rps']:.2f}x | {on['rps'] / base_on['rps']:.2f}x "
             f"| {on['rps'] / off['rps']:.2f}x | {on['p95'] / off['p95']:.2f}x |"
         )
+    print(
+        "\nin-process: the same decode + predict in this process at the same concurrency, "
+        "measured right before the off / on level; off/in-process and on/in-process are req/s "
+        "ratios against it"
+    )
     failed = sum(r["failed"] for r in results.values())
     if failed:
         print(f"\n{failed:.0f} requests failed (not counted in the latencies)")
