@@ -1,10 +1,15 @@
-"""Load test of the HTTP service on loopback: throughput and p50/p95 latency, batching on vs off.
+"""Load test of the HTTP service on loopback: throughput and p50/p95 latency, batching on vs off,
+against the same work done in-process.
 
 Starts ``fbil-serve`` on 127.0.0.1 (a free port, :func:`fbil.client.local.local_service`) once per
 batching mode, fires ``--requests`` POST /detect calls at each concurrency level (that many
 threads sharing one :class:`fbil.client.Client`) and prints one table with the batching-on /
-batching-off ratios. Without ``--model`` a small random model (R50 depth with one block a stage,
-width 32, 16 frames, short side 128) is written to a temporary folder.
+batching-off ratios. The baseline is what each request costs without HTTP: the same
+``decode_clips`` + ``normalize_boxes`` + ``runtime.predict`` on the same bytes, in this process,
+with the same number of threads calling it at once (one clip a call, no batching; torch's own
+threads, as the server has them), measured in the same run right before each level of each
+server (which idles meanwhile). Without ``--model`` a small random model (R50 depth with one
+block a stage, width 32, 16 frames, short side 128) is written to a temporary folder.
 
     python benchmarks/service.py [--model PATH] [--concurrency 1 4 16] [--requests 48]
 """
@@ -28,6 +33,10 @@ from fbil.client.local import local_service  # noqa: E402
 from fbil.model import ModelMetadata, build_detector, save_model  # noqa: E402
 from fbil.model.config import FBILConfig  # noqa: E402
 from fbil.model.preprocess import PreprocessSpec  # noqa: E402
+from fbil.model.video import decode_clips  # noqa: E402
+from fbil.service.boxes import normalize_boxes  # noqa: E402
+from fbil.service.runtimes import Runtime, load_runtime  # noqa: E402
+from fbil.service.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "videos" / "Megamind.avi"
@@ -83,6 +92,38 @@ def load(client: Client, video: bytes, requests: list[list[dict]], concurrency: 
     return latencies, wall.elapsed(), len(results) - len(latencies)
 
 
+def in_process(
+    runtime: Runtime, video: bytes, requests: list[list[dict]], concurrency: int
+) -> tuple[list[float], float, int]:
+    """What :func:`load` measures, without HTTP: each request decoded and predicted here."""
+    spec, limits = runtime.metadata.preprocess, Settings().video_limits()
+
+    def one(keyframes: list[dict]) -> float:
+        watch = Stopwatch()
+        info, clips = decode_clips(video, [k["time"] for k in keyframes], spec, limits)
+        for keyframe, clip in zip(keyframes, clips, strict=True):
+            boxes = normalize_boxes(
+                [b["box"] for b in keyframe["boxes"]], "pixels", info.width, info.height
+            )
+            rois = torch.cat((torch.zeros(len(boxes), 1), boxes), dim=1)
+            runtime.predict(clip.clip[None], rois)
+        return watch.elapsed()
+
+    wall = Stopwatch()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(one, requests))
+    return latencies, wall.elapsed(), 0
+
+
+def measure(lat: list[float], wall: float, failed: int) -> dict[str, float]:
+    return {
+        "rps": len(lat) / wall,
+        "p50": percentile(lat, 50) * 1000,
+        "p95": percentile(lat, 95) * 1000,
+        "failed": failed,
+    }
+
+
 def percentile(values: list[float], q: int) -> float:
     """Nearest-rank percentile (NaN when empty)."""
     if not values:
@@ -115,6 +156,10 @@ def main() -> None:
             },
         }
         results: dict[tuple[str, int], dict[str, float]] = {}
+        requests = requests_for(args.requests, 9.0)
+        runtime = load_runtime(model_path, device=args.device)
+        runtime.warmup()
+        in_process(runtime, video, requests[:2], 1)  # warm
         for mode, env in modes.items():
             env = {
                 **env,
@@ -127,21 +172,19 @@ def main() -> None:
                 local_service(model_path, env=env, startup_timeout=300) as server,
                 server.client(timeout=args.timeout) as client,
             ):
-                requests = requests_for(args.requests, 9.0)
                 load(client, video, requests[:2], 1)  # warm
                 for c in args.concurrency:
+                    # the baseline right before each level (the server idles meanwhile): a
+                    # shared machine's load drifts less between the two than over the run
+                    base = measure(*in_process(runtime, video, requests, c))
+                    results[f"in-process ({mode})", c] = base
                     count0 = metric(client, "fbil_batch_size_count")
                     sum0 = metric(client, "fbil_batch_size_sum")
                     lat, wall, failed = load(client, video, requests, c)
                     batches = metric(client, "fbil_batch_size_count") - count0
                     clips = metric(client, "fbil_batch_size_sum") - sum0
-                    results[mode, c] = {
-                        "rps": len(lat) / wall,
-                        "p50": percentile(lat, 50) * 1000,
-                        "p95": percentile(lat, 95) * 1000,
-                        "batch": clips / batches if batches else float("nan"),
-                        "failed": failed,
-                    }
+                    results[mode, c] = measure(lat, wall, failed)
+                    results[mode, c]["batch"] = clips / batches if batches else float("nan")
 
     print(
         f"\nPOST /detect on loopback, {args.requests} requests a level, {args.video.name}, "
@@ -149,18 +192,27 @@ def main() -> None:
         f"{args.max_batch_size}, max_batch_delay_ms {args.max_batch_delay_ms}\n"
     )
     head = (
-        "| conc | off req/s | off p50 ms | off p95 ms | on req/s | on p50 ms | on p95 ms "
-        "| on mean batch | req/s on/off | p95 on/off |"
+        "| conc | in-process req/s | off req/s | off p50 ms | off p95 ms | on req/s | on p50 ms "
+        "| on p95 ms | on mean batch | off/in-process | on/in-process | req/s on/off "
+        "| p95 on/off |"
     )
     print(head)
     print("|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|")
     for c in args.concurrency:
         off, on = results["off", c], results["on", c]
+        base_off, base_on = results["in-process (off)", c], results["in-process (on)", c]
         print(
-            f"| {c} | {off['rps']:.2f} | {off['p50']:.0f} | {off['p95']:.0f} | {on['rps']:.2f} "
+            f"| {c} | {base_off['rps']:.2f} / {base_on['rps']:.2f} "
+            f"| {off['rps']:.2f} | {off['p50']:.0f} | {off['p95']:.0f} | {on['rps']:.2f} "
             f"| {on['p50']:.0f} | {on['p95']:.0f} | {on['batch']:.2f} "
+            f"| {off['rps'] / base_off['rps']:.2f}x | {on['rps'] / base_on['rps']:.2f}x "
             f"| {on['rps'] / off['rps']:.2f}x | {on['p95'] / off['p95']:.2f}x |"
         )
+    print(
+        "\nin-process: the same decode + predict in this process at the same concurrency, "
+        "measured right before the off / on level; off/in-process and on/in-process are req/s "
+        "ratios against it"
+    )
     failed = sum(r["failed"] for r in results.values())
     if failed:
         print(f"\n{failed:.0f} requests failed (not counted in the latencies)")

@@ -83,6 +83,11 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
     ErrorCode("undecodable_video", 422, "no frame (or none near a keyframe) could be decoded"),
     ErrorCode("keyframe_out_of_range", 422, "a keyframe time lies outside the segment"),
     ErrorCode("video_error", 422, "another problem with the video"),
+    ErrorCode(
+        "outside_engine_profile",
+        422,
+        "frames wider than `FBIL_TRT_MAX_ASPECT` or more boxes than the TensorRT engine covers",
+    ),
     ErrorCode("headers_too_large", 431, "the request headers are over `FBIL_MAX_HEADER_BYTES`"),
     ErrorCode("client_closed_request", 499, "the caller left first (logged, never sent)"),
     ErrorCode("internal_error", 500, "unexpected: logged with the request id, no internals shown"),
@@ -217,6 +222,12 @@ class JobVideoUnavailableError(ServiceError):
 
 class NoPersonDetectorError(ServiceError):
     status, code = 422, "no_person_detector"
+
+
+class OutsideEngineProfileError(ServiceError):
+    """The clip's size or box count lies outside what the runtime's engine was built for."""
+
+    status, code = 422, "outside_engine_profile"
 
 
 class StorageQuotaError(ServiceError):

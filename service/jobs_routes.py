@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 
+from fbil.model.preprocess import scaled_size
 from fbil.model.stream import keyframe_times
 from fbil.model.video import KeyframeOutOfRangeError, probe, segment_end
 from fbil.service.errors import (
@@ -45,6 +46,7 @@ from fbil.service.routes import (
     HeaderKey,
     _errors,
     _runtime,
+    check_input_shapes,
     get_state,
     require_api_key,
 )
@@ -198,6 +200,10 @@ def _create(worker: JobWorker, job_id: str, owner: str, body: JobRequest, path) 
     s = worker.settings
     limits = s.job_video_limits()
     info = probe(path, limits)
+    runtime = worker.state.runtime
+    assert runtime is not None  # submit_job checked that the model is ready
+    height, width = scaled_size(info.height, info.width, runtime.metadata.preprocess.short_side)
+    check_input_shapes(runtime, [(height, width, 1)])  # before the job is queued
     duration = segment_end(path, limits)
     times = job_times(body, duration, keyframe_times(duration, body.keyframe_interval))
     if len(times) > s.job_max_keyframes:

@@ -8,7 +8,7 @@ import functools
 import hmac
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -29,6 +29,7 @@ from fbil.service.errors import (
     ClientDisconnectedError,
     ModelFailedError,
     NotReadyError,
+    OutsideEngineProfileError,
     OverloadedError,
     TooManyKeyframesError,
     UnauthorizedError,
@@ -356,6 +357,7 @@ async def _run_detect(
         request, asyncio.gather(decoding, detecting)
     )
     decode_s += end_s
+    detect_s = detect_s if detect_at else 0.0  # no keyframe needed the detector
     metrics.decode_latency.observe(decode_s)
     actors = _actors(body, times, detect_at, people, info, settings.max_boxes_per_keyframe)
     if detect_at:
@@ -364,6 +366,7 @@ async def _run_detect(
             metrics.people.observe(len(actors[i].boxes))
     metrics.actors.observe(sum(len(a.boxes) for a in actors))
     used = [i for i, a in enumerate(actors) if len(a.boxes)]
+    check_input_shapes(runtime, [(*clips[i].clip.shape[-2:], len(actors[i].boxes)) for i in used])
     assert state.batcher is not None
     results: list[ClipResult] = await _unless_disconnected(
         request,
@@ -388,6 +391,20 @@ async def _run_detect(
             total=round((time.perf_counter() - started) * 1000, 3),
         ),
     )
+
+
+def check_input_shapes(runtime: Runtime, clips: Iterable[tuple[int, int, int]]) -> None:
+    """422 ``outside_engine_profile`` before inference when a clip ``(height, width, boxes)``
+    (its size after resizing) lies outside what the runtime's engine covers (TensorRT's
+    profile); the engine would fail on it with an internal error."""
+    shapes = runtime.input_shapes()
+    if shapes is None:
+        return
+    for height, width, boxes in clips:
+        if (problem := shapes.problem(height, width, boxes)) is not None:
+            raise OutsideEngineProfileError(
+                problem, {"max_side": shapes.max_side, "max_rois": shapes.max_rois}
+            )
 
 
 def _require_detector(state: ServiceState, body: DetectRequest) -> None:

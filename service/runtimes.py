@@ -58,6 +58,28 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 @dataclass(frozen=True)
+class InputShapes:
+    """The inputs a runtime's engine was built for, beyond the model's preprocessing (TensorRT:
+    its optimisation profile): clips at most ``max_side`` high and wide, ``max_rois`` rois in
+    one call. Inputs outside it fail inside the engine."""
+
+    max_side: int
+    max_rois: int
+
+    def problem(self, height: int, width: int, rois: int) -> str | None:
+        """Why a clip ``height`` x ``width`` (after resizing) with ``rois`` boxes does not fit
+        (None: it fits)."""
+        if max(height, width) > self.max_side:
+            return (
+                f"the clip is {width}x{height} after resizing: the TensorRT engine covers frames "
+                f"up to {self.max_side} pixels on the long side (FBIL_TRT_MAX_ASPECT)"
+            )
+        if rois > self.max_rois:
+            return f"{rois} boxes on a keyframe: the TensorRT engine covers {self.max_rois}"
+        return None
+
+
+@dataclass(frozen=True)
 class TensorRTProfile:
     """What the TensorRT engine must cover beyond the model's preprocessing, and where it is
     kept between starts (``cache_path``; None: built at every start)."""
@@ -67,16 +89,20 @@ class TensorRTProfile:
     max_aspect: float = 2.4
     cache_path: Path | None = None
 
+    def input_shapes(self, spec: PreprocessSpec) -> InputShapes:
+        """What the profile's max shape admits for a model of preprocessing ``spec``."""
+        return InputShapes(int(spec.short_side * self.max_aspect), self.max_rois)
+
     def shapes(self, spec: PreprocessSpec) -> dict[str, str]:
         """``trt_profile_{min,opt,max}_shapes`` for inputs ``clips`` (B,3,T,H,W) and ``rois``
         (N,5): T fixed; the short side fixed, the long side up to ``max_aspect`` times it, in
         either orientation; the optimum a full batch of 16:9 clips with 4 actors each."""
         t, side = spec.num_frames, spec.short_side
-        longest = int(side * self.max_aspect)
+        longest = self.input_shapes(spec).max_side
         b = self.max_batch_size
         rows = {
             "min": (1, side, side, 1),
-            "opt": (b, side, side * 16 // 9, min(4 * b, self.max_rois)),
+            "opt": (b, side, min(side * 16 // 9, longest), min(4 * b, self.max_rois)),
             "max": (b, longest, longest, self.max_rois),
         }
         return {
@@ -147,11 +173,19 @@ class Runtime(ABC):
         """Where it runs (device, providers) for ``/v1/model``."""
         return {}
 
+    def input_shapes(self) -> InputShapes | None:
+        """The clip sizes and roi counts the runtime can run (None: any the model takes)."""
+        return None
+
     def warmup(self) -> None:
-        """One real forward on a blank clip of the model's input size; checks the output."""
+        """One real forward on a blank 16:9 clip (narrower if :meth:`input_shapes` says so) of
+        the model's input size; checks the output."""
         spec = self.metadata.preprocess
         side = spec.short_side
-        clips = torch.zeros(1, 3, spec.num_frames, side, side * 16 // 9)
+        width = side * 16 // 9
+        if (shapes := self.input_shapes()) is not None:
+            width = min(width, shapes.max_side)
+        clips = torch.zeros(1, 3, spec.num_frames, side, width)
         rois = torch.tensor([[0.0, 0.25, 0.25, 0.75, 0.75]])
         scores = self.predict(clips, rois)
         expected = (1, len(self.metadata.labels))
@@ -266,6 +300,14 @@ class OnnxRuntime(Runtime):
         )
         super().__init__(metadata)
         self.precision = precision
+        self._input_shapes = None
+        if TENSORRT in self.session.get_providers():
+            profile = tensorrt or TensorRTProfile()
+            self._input_shapes = profile.input_shapes(metadata.preprocess)
+
+    def input_shapes(self) -> InputShapes | None:
+        """TensorRT's profile when TensorRT runs the model (CUDA and CPU take any shape)."""
+        return self._input_shapes
 
     def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
         feeds = {

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         ge=1.0,
         le=8.0,
         description="longest frame side / shortest the TensorRT engine's profile covers "
-        "(either orientation); wider videos fail on TensorRT",
+        "(either orientation); wider videos get 422 outside_engine_profile on TensorRT",
     )
 
     # people on keyframes sent without boxes
