@@ -24,7 +24,7 @@ from fbil.service.middleware import (
 )
 from fbil.service.people import check_detector_path, load_detector
 from fbil.service.routes import router
-from fbil.service.runtimes import load_runtime
+from fbil.service.runtimes import runtime_from_settings
 from fbil.service.settings import Settings
 from fbil.service.state import ServiceState
 
@@ -58,18 +58,7 @@ async def _load(state: ServiceState) -> None:
     s = state.settings
     path = s.resolved_model_path()
     try:
-        runtime = await asyncio.to_thread(
-            load_runtime,
-            path,
-            s.backend,
-            device=s.device,
-            config_path=s.config_path,
-            labelmap_path=s.labelmap_path,
-            onnx_providers=s.onnx_providers or None,
-            num_threads=s.num_threads,
-            precision=s.precision,
-            tensorrt=s.tensorrt_profile(),
-        )
+        runtime = await asyncio.to_thread(runtime_from_settings, s)
         await asyncio.to_thread(runtime.warmup)
         detector = await asyncio.to_thread(load_detector, s)
     except Exception as e:

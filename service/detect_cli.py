@@ -78,7 +78,7 @@ async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
     from fbil.service.errors import ServiceError
     from fbil.service.jobs_schemas import JobRequest
     from fbil.service.people import load_detector
-    from fbil.service.runtimes import load_runtime
+    from fbil.service.runtimes import runtime_from_settings
 
     request = JobRequest.model_validate(
         {
@@ -90,17 +90,7 @@ async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
         }
     )
     s = settings
-    runtime = load_runtime(
-        s.resolved_model_path(),
-        s.backend,
-        device=s.device,
-        config_path=s.config_path,
-        labelmap_path=s.labelmap_path,
-        onnx_providers=s.onnx_providers or None,
-        num_threads=s.num_threads,
-        precision=s.precision,
-        tensorrt=s.tensorrt_profile(),
-    )
+    runtime = runtime_from_settings(s)
     detector = load_detector(s)
     batcher = Batcher(
         runtime.predict,
