@@ -48,6 +48,7 @@ from fbil.service.routes import (
     _runtime,
     check_input_shapes,
     get_state,
+    multipart_body,
     require_api_key,
 )
 
@@ -60,27 +61,11 @@ JOB_ID: dict[str, Any] = {
 
 QUOTA_CHECK_BYTES = 8 * 1024 * 1024  # an upload is held against the quota every this many bytes
 
-JOB_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["video", "request"],
-                    "properties": {
-                        "video": {"type": "string", "format": "binary"},
-                        "request": {
-                            "$ref": "#/components/schemas/JobRequest",
-                            "example": EXAMPLE_JOB_REQUEST,
-                        },
-                    },
-                },
-                "encoding": {"request": {"contentType": "application/json"}},
-            }
-        },
-    }
-}
+JOB_BODY = multipart_body(
+    "the whole video (any container/codec ffmpeg reads), streamed to disk",
+    "JobRequest",
+    EXAMPLE_JOB_REQUEST,
+)
 
 
 async def job_owner(request: Request, bearer: BearerKey, header: HeaderKey) -> str:

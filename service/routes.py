@@ -59,32 +59,36 @@ T = TypeVar("T")
 
 router = APIRouter()
 
-DETECT_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["video", "request"],
-                    "properties": {
-                        "video": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "the video segment (any container/codec ffmpeg reads)",
-                        },
-                        "request": {
-                            "$ref": "#/components/schemas/DetectRequest",
-                            "description": "the request, a JSON document",
-                            "example": EXAMPLE_REQUEST,
+
+def multipart_body(video: str, schema: str, example: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` of a form with a ``video`` file and a ``request`` JSON part."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["video", "request"],
+                        "properties": {
+                            "video": {"type": "string", "format": "binary", "description": video},
+                            "request": {
+                                "$ref": f"#/components/schemas/{schema}",
+                                "description": "the request, a JSON document",
+                                "example": example,
+                            },
                         },
                     },
-                },
-                "encoding": {"request": {"contentType": "application/json"}},
-            }
-        },
+                    "encoding": {"request": {"contentType": "application/json"}},
+                }
+            },
+        }
     }
-}
+
+
+DETECT_BODY = multipart_body(
+    "the video segment (any container/codec ffmpeg reads)", "DetectRequest", EXAMPLE_REQUEST
+)
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
