@@ -6,10 +6,10 @@ import csv
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import av
-import tomllib
 from serving import TinyModel
 
 from fbil.model.video import segment_end
