@@ -243,7 +243,8 @@ def test_slow_headers_are_cut_at_the_header_timeout(served: LocalService) -> Non
         sock.setblocking(True)
         status, _, body = _read_response(sock, 5)
     assert (status, _error_code(body)) == (408, "header_timeout")
-    assert 1 <= elapsed < 5, elapsed  # before: never cut
+    # the server's timer starts on accept, a moment before `started`: hence 0.95, not 1
+    assert 0.95 <= elapsed < 5, elapsed  # before: never cut
     assert answered
 
 
@@ -252,4 +253,5 @@ def test_a_silent_connection_is_closed_at_the_header_timeout(served: LocalServic
         started = time.monotonic()
         sock.settimeout(10)
         assert sock.recv(1) == b""  # closed, nothing sent
-        assert 1 <= time.monotonic() - started < 8  # before: never closed
+        # the server's timer starts on accept, a moment before `started`: hence 0.95, not 1
+        assert 0.95 <= time.monotonic() - started < 8  # before: never closed
