@@ -59,11 +59,6 @@ class PersonBoxes:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def above(self, threshold: float) -> PersonBoxes:
-        """Only the people scored ``threshold`` or more."""
-        keep = self.scores >= threshold
-        return PersonBoxes(self.boxes[keep], self.scores[keep])
-
 
 class PersonDetector(Protocol):
     """Finds people in displayed frames (uint8 RGB ``(H, W, 3)``, any size)."""
