@@ -21,8 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fbil.model import video  # noqa: E402
+from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec  # noqa: E402
+from fbil.model.video import decode  # noqa: E402
 from fbil.service.settings import Settings  # noqa: E402
 
 WIDTH, HEIGHT, FPS, SECONDS = 3840, 2160, 30, 59
@@ -54,7 +55,7 @@ def make_video(path: Path) -> None:
 
 def timed(path: Path, limits: video.VideoLimits) -> str:
     decoded = 0
-    real = video._decoded_frames
+    real = decode.decoded_frames
 
     def counting(*args):
         nonlocal decoded
@@ -62,7 +63,7 @@ def timed(path: Path, limits: video.VideoLimits) -> str:
             decoded += 1
             yield frame
 
-    video._decoded_frames = counting
+    decode.decoded_frames = counting
     started = time.perf_counter()
     try:
         video.decode_clips(path, TIMES, PreprocessSpec(), limits)
@@ -70,7 +71,7 @@ def timed(path: Path, limits: video.VideoLimits) -> str:
     except video.VideoError as e:
         outcome = f"{e.code}: {e}"
     finally:
-        video._decoded_frames = real
+        decode.decoded_frames = real
     return f"{time.perf_counter() - started:.1f} s, {decoded} frames decoded -> {outcome}"
 
 

@@ -27,12 +27,12 @@ from benchmarks.service import SMALL  # noqa: E402
 from fbil.client import Client  # noqa: E402
 from fbil.client.local import local_service  # noqa: E402
 from fbil.model import ModelMetadata, build_detector, save_model  # noqa: E402
-from fbil.model.stream import keyframe_times  # noqa: E402
 from fbil.model.video import (  # noqa: E402
     VideoLimits,
     probe,
     segment_end,  # noqa: E402
 )
+from fbil.model.video.stream import keyframe_times  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "videos" / "vtest.avi"

@@ -159,10 +159,12 @@ class KeyframeResult:
 @dataclass(frozen=True)
 class Timing:
     """Milliseconds spent decoding, waiting for a batch, in inference, and in all; ``detect``:
-    reading frames, detecting and tracking people (0 when every keyframe came with boxes)."""
+    detecting and tracking people (0 when every keyframe came with boxes), ``detect_wait``:
+    waiting for the detector's thread."""
 
     decode: float
     detect: float
+    detect_wait: float
     queue: float
     inference: float
     total: float
@@ -172,6 +174,7 @@ class Timing:
         return cls(
             float(data["decode"]),
             float(data.get("detect", 0.0)),  # services before person detection
+            float(data.get("detect_wait", 0.0)),  # services before it was shown
             *(float(data[k]) for k in ("queue", "inference", "total")),
         )
 

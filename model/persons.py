@@ -59,6 +59,11 @@ class PersonBoxes:
     def __len__(self) -> int:
         return len(self.scores)
 
+    @classmethod
+    def none(cls) -> PersonBoxes:
+        """Nobody."""
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
 
 class PersonDetector(Protocol):
     """Finds people in displayed frames (uint8 RGB ``(H, W, 3)``, any size)."""

@@ -15,14 +15,13 @@ use, and needs no solver). Only numpy.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from fbil.model.persons import PersonBoxes, PersonDetector
+from fbil.model.persons import PersonBoxes
 
 HIST_BINS = 8  # per colour channel, per half of the box
 _EPS = 1e-9
@@ -35,40 +34,68 @@ class DetectCancelledError(Exception):
 # --------------------------------------------------------------------------- frames to look at
 
 
-@dataclass(frozen=True)
-class FramePlan:
-    """Times to run the detector on, in time order: ``times[keyframe_at[k]]`` is keyframe ``k``
-    (in the caller's order); the rest lie between keyframes, for tracking."""
-
-    times: tuple[float | None, ...]
-    keyframe_at: tuple[int, ...]
-
-
 def plan_frames(
-    keyframe_times: Sequence[float | None], step_s: float, max_frames: int
-) -> FramePlan:
-    """The keyframes plus frames between consecutive ones at most ``step_s`` apart (none when
-    ``step_s`` is 0), widened evenly so that no more than ``max_frames`` times are planned
-    (never fewer than the keyframes). A time of ``None`` (the segment's middle, a single
-    keyframe) is kept as it is."""
-    if any(t is None for t in keyframe_times):
-        return FramePlan(tuple(keyframe_times), tuple(range(len(keyframe_times))))
-    times = [float(t) for t in keyframe_times]  # type: ignore[arg-type]
-    unique = sorted(set(times))
-    gaps = [b - a for a, b in zip(unique, unique[1:], strict=False)]
-    between = [math.ceil(g / step_s - 1e-9) - 1 if step_s > 0 else 0 for g in gaps]
-    spare = max(max_frames - len(unique), 0)
-    if sum(between) > spare:  # too many: spread what fits over the gaps by length
-        span = sum(gaps)
-        between = [math.floor(spare * g / span) for g in gaps] if span > 0 else [0] * len(gaps)
-    planned: list[float] = []
-    for i, t in enumerate(unique):
-        planned.append(t)
-        if i < len(gaps):
-            n = between[i]
-            planned.extend(t + gaps[i] * (j + 1) / (n + 1) for j in range(n))
-    position = {t: planned.index(t) for t in unique}
-    return FramePlan(tuple(planned), tuple(position[t] for t in times))
+    keyframe_times: Sequence[float],
+    step_s: float,
+    max_per_gap: int,
+    max_total: int | None = None,
+) -> list[tuple[float, ...]]:
+    """For each keyframe (times ascending), the times the detector looks at to reach it from
+    the previous keyframe: frames between the two at most ``step_s`` apart (none when ``step_s``
+    is 0), then the keyframe itself. At most ``max_per_gap`` times per keyframe; with
+    ``max_total``, the gaps widen evenly by length so that no more are planned in all (never
+    fewer than one per keyframe). A keyframe at the previous one's time gets no time (the same
+    frame). Counts are computed before any time is made (:func:`count_planned`)."""
+    between = _between(keyframe_times, step_s, max_per_gap, max_total)
+    plan: list[tuple[float, ...]] = []
+    for k, t in enumerate(keyframe_times):
+        if k and t == keyframe_times[k - 1]:
+            plan.append(())
+            continue
+        n = between[k]
+        previous = keyframe_times[k - 1] if k else t
+        gap = t - previous
+        plan.append((*(previous + gap * (j + 1) / (n + 1) for j in range(n)), float(t)))
+    return plan
+
+
+def count_planned(
+    keyframe_times: Sequence[float], step_s: float, max_per_gap: int, max_total: int | None = None
+) -> int:
+    """How many times :func:`plan_frames` plans, without making them."""
+    between = _between(keyframe_times, step_s, max_per_gap, max_total)
+    distinct = sum(1 for k, t in enumerate(keyframe_times) if not k or t != keyframe_times[k - 1])
+    return distinct + sum(between)
+
+
+def _between(
+    times: Sequence[float], step_s: float, max_per_gap: int, max_total: int | None
+) -> list[int]:
+    """Frames planned strictly between each keyframe and the one before it (0 for the first)."""
+    if any(b < a for a, b in zip(times, times[1:], strict=False)):
+        raise ValueError("keyframe times must be ascending")
+    gaps = [0.0, *(b - a for a, b in zip(times, times[1:], strict=False))]
+    cap = max(max_per_gap - 1, 0)
+    between = [
+        min(math.ceil(g / step_s - 1e-9) - 1, cap) if step_s > 0 and g > 0 else 0 for g in gaps
+    ]
+    distinct = sum(1 for g in gaps[1:] if g > 0) + (1 if times else 0)
+    if max_total is not None and distinct + sum(between) > max_total:
+        spare, span = max(max_total - distinct, 0), sum(gaps)
+        between = [
+            min(math.floor(spare * g / span), b) if span > 0 else 0
+            for g, b in zip(gaps, between, strict=True)
+        ]
+    return between
+
+
+def tracker_for(plan: Sequence[Sequence[float]]) -> Tracker:
+    """A :class:`Tracker` for the frames of ``plan``: a track lives at least 1 s, and at least
+    1.5 times the widest gap between two frames looked at (else a person is lost between
+    keyframes looked at alone)."""
+    looked_at = [t for group in plan for t in group]
+    widest = max((b - a for a, b in zip(looked_at, looked_at[1:], strict=False)), default=0.0)
+    return Tracker(max_age_s=max(1.0, 1.5 * widest))
 
 
 # --------------------------------------------------------------------------- appearance
@@ -158,11 +185,13 @@ class Tracker:
         self.min_iou, self.appearance_weight, self.max_age_s = min_iou, appearance_weight, max_age_s
         self.tracks: list[_Track] = []
         self._next_id = 1
+        self.last_time: float | None = None  # of the last update
 
     def update(
         self, time: float, people: PersonBoxes, frame: np.ndarray | None = None
     ) -> list[int]:
         """Track ids of ``people`` (in their order) on the frame at ``time`` seconds."""
+        self.last_time = time
         self.tracks = [t for t in self.tracks if time - t.time <= self.max_age_s]
         looks = [appearance(frame, b) for b in people.boxes] if frame is not None else None
         ids = [0] * len(people)
@@ -197,6 +226,7 @@ class Tracker:
             "appearance_weight": self.appearance_weight,
             "max_age_s": self.max_age_s,
             "next_id": self._next_id,
+            "last_time": self.last_time,
             "tracks": [
                 {
                     "id": t.id,
@@ -218,6 +248,7 @@ class Tracker:
             max_age_s=state["max_age_s"],
         )
         tracker._next_id = state["next_id"]
+        tracker.last_time = state.get("last_time")  # absent from states saved by earlier versions
         tracker.tracks = [
             _Track(
                 t["id"],
@@ -240,56 +271,3 @@ class Tracker:
         track.box, track.time = box, time
         if look is not None:
             track.look = look if track.look is None else 0.7 * track.look + 0.3 * look
-
-
-# --------------------------------------------------------------------------- the pipeline
-
-
-@dataclass(frozen=True)
-class TrackedPeople:
-    """The people on one keyframe: boxes and scores (as the detector gave them, best first)
-    and each one's track id."""
-
-    people: PersonBoxes
-    track_ids: tuple[int, ...]
-
-
-def track_people(
-    frames: Sequence[tuple[float, np.ndarray]],
-    plan: FramePlan,
-    detector: PersonDetector,
-    threshold: float,
-    *,
-    chunk: int = 8,
-    cancel: threading.Event | None = None,
-    tracker: Tracker | None = None,
-) -> list[TrackedPeople]:
-    """Detect people on ``frames`` (``(time, rgb)`` as read for ``plan.times``) and follow
-    them; the people of each keyframe of ``plan``, in its order.
-
-    The detector sees ``chunk`` frames per call (bounded memory for its tiles); ``cancel``
-    stops between calls (:class:`DetectCancelledError`); ``tracker`` (default: a new
-    :class:`Tracker`) joins the frames. Frames that repeat the previous
-    frame's time (a video with fewer frames than planned) are looked at once.
-    """
-    # a frame that repeats the previous one's time is the same frame: looked at once
-    source = [0] * len(frames)
-    distinct: list[int] = []
-    for i, (time, _) in enumerate(frames):
-        if distinct and frames[distinct[-1]][0] == time:
-            source[i] = len(distinct) - 1
-        else:
-            source[i] = len(distinct)
-            distinct.append(i)
-    found: list[PersonBoxes] = []
-    for start in range(0, len(distinct), chunk):
-        if cancel is not None and cancel.is_set():
-            raise DetectCancelledError("detection was cancelled")
-        batch = [frames[i][1] for i in distinct[start : start + chunk]]
-        found.extend(detector.detect(batch, threshold))
-    follow = tracker or Tracker()
-    ids = [
-        follow.update(frames[i][0], people, frames[i][1])
-        for i, people in zip(distinct, found, strict=True)
-    ]
-    return [TrackedPeople(found[source[k]], tuple(ids[source[k]])) for k in plan.keyframe_at]

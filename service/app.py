@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from fbil.service.batching import Batcher
+from fbil.service.api import detect, health
 from fbil.service.docs import install_docs
+from fbil.service.engine import Engine, check_detector_path
 from fbil.service.errors import install_error_handlers
-from fbil.service.jobs_routes import router as jobs_router
-from fbil.service.jobs_worker import JobWorker
+from fbil.service.jobs.routes import router as jobs_router
+from fbil.service.jobs.worker import JobWorker
 from fbil.service.metrics import Metrics
 from fbil.service.middleware import (
     BodyLimitMiddleware,
@@ -22,16 +22,12 @@ from fbil.service.middleware import (
     UploadGuard,
     UploadLimits,
 )
-from fbil.service.people import check_detector_path, load_detector
-from fbil.service.routes import router
-from fbil.service.runtimes import runtime_from_settings
 from fbil.service.settings import Settings
 from fbil.service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
 JOBS_PATH = "/v1/jobs"  # job uploads: their own size and time limits
-BATCHER_STOP_S = 0.5  # at shutdown, the longest wait for the batch worker to stop
 
 DESCRIPTION = """
 Spatio-temporal action detection (FBIL: SlowFast backbone + attention head, AVA v2.2 classes).
@@ -54,30 +50,21 @@ Errors share one shape: `{"error": {"code", "message", "details"}}`.
 
 
 async def _load(state: ServiceState) -> None:
-    """Load the model and run a real warm-up forward in a thread; then accept requests."""
+    """Build the engine (model, real warm-up forward, person detector) in a thread; then
+    accept requests."""
     s = state.settings
     path = s.resolved_model_path()
     try:
-        runtime = await asyncio.to_thread(runtime_from_settings, s)
-        await asyncio.to_thread(runtime.warmup)
-        detector = await asyncio.to_thread(load_detector, s)
+        engine = await asyncio.to_thread(Engine.load, s, metrics=state.metrics)
     except Exception as e:
         state.load_error = f"{type(e).__name__}: {e}"
         # the path and the reason go to the log only: /healthz and /readyz are public
         log.exception("the model %s could not be loaded; the service stays unready", path)
         return
-    state.runtime = runtime
-    state.detector = detector
-    state.batcher = Batcher(
-        runtime.predict,
-        max_batch_size=s.max_batch_size,
-        max_batch_delay_ms=s.max_batch_delay_ms,
-        max_queue_size=s.max_queue_size,
-        metrics=state.metrics,
-    )
-    state.batcher.start()
+    engine.start()
+    state.engine = engine
     state.ready = True
-    meta = runtime.metadata
+    runtime, detector, meta = engine.runtime, engine.detector, engine.metadata
     log.info("ready: %s %s on %s %s", meta.name, meta.version, runtime.backend, runtime.describe())
     if detector is None:
         log.info("person detection is off (FBIL_DETECTOR=none): every keyframe needs boxes")
@@ -112,12 +99,6 @@ def _log_auth(settings: Settings) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.service
     _log_auth(state.settings)
-    state.decode_pool = ThreadPoolExecutor(
-        state.settings.decode_workers, thread_name_prefix="fbil-decode"
-    )
-    state.detect_pool = ThreadPoolExecutor(
-        state.settings.detect_workers, thread_name_prefix="fbil-detect"
-    )
     state.loading = asyncio.create_task(_load(state))
     jobs: JobWorker = app.state.jobs
     jobs.start()
@@ -131,13 +112,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.ready = False
         if not state.loading.done():
             state.loading.cancel()
-        state.decode_pool.shutdown(wait=False, cancel_futures=True)
-        state.detect_pool.shutdown(wait=False, cancel_futures=True)
-        if state.batcher is not None:
-            try:
-                await asyncio.wait_for(state.batcher.stop(), BATCHER_STOP_S)
-            except TimeoutError:
-                log.warning("a batch was still running at shutdown; it was abandoned")
+        if state.engine is not None:
+            await state.engine.stop()
         log.info("stopped")
 
 
@@ -160,7 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = ServiceState(settings=settings, metrics=metrics)
     install_error_handlers(app)
-    app.include_router(router)
+    app.include_router(health.router)
+    app.include_router(detect.router)
     app.include_router(jobs_router)
     app.state.jobs = JobWorker(app.state.service)
     install_docs(app)

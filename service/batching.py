@@ -76,6 +76,11 @@ class Batcher:
         self._batches = 0
 
     @property
+    def stopping(self) -> bool:
+        """:meth:`stop` was called: no clip is accepted any more."""
+        return self._stopping
+
+    @property
     def depth(self) -> int:
         """Clips waiting (including a batch still being filled)."""
         return len(self._queue)

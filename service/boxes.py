@@ -6,15 +6,8 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import torch
 
-from fbil.service.errors import ServiceError, TooManyBoxesError
-
-
-class BadBoxError(ServiceError):
-    """A box that is not 4 finite numbers, is empty or inverted, or lies outside the frame."""
-
-    status, code = 400, "bad_box"
+from fbil.service.errors import BadBoxError, TooManyBoxesError
 
 
 def normalize_boxes(
@@ -25,7 +18,7 @@ def normalize_boxes(
     *,
     max_boxes: int | None = None,
     tolerance: float = 0.02,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Validate boxes ``x1, y1, x2, y2`` and return them normalised, ``(n, 4)`` float32 in 0..1.
 
     ``pixels`` are coordinates in the displayed frame of ``width`` x ``height``; ``normalized``
@@ -49,7 +42,7 @@ def normalize_boxes(
         _check_box(i, box, norm, tolerance)
         rows.append(np.clip(norm, 0.0, 1.0))
     out = np.stack(rows) if rows else np.zeros((0, 4))
-    return torch.from_numpy(out.astype(np.float32))
+    return out.astype(np.float32)
 
 
 def _box_values(i: int, box: Sequence[float]) -> np.ndarray:

@@ -4,10 +4,11 @@ Usage::
 
     fbil-detect VIDEO... --out DIR [--model PATH] [--keyframe-interval 1.0]
                 [--outputs json ava_csv video] [--top-k 5] [--min-score 0]
-                [--person-threshold 0.5]
+                [--person-threshold FBIL_PERSON_THRESHOLD]
 
-Each video goes through what a ``POST /v1/jobs`` job runs (:mod:`fbil.service.jobs_pipeline`:
-one sequential decode, the person detector and tracker, the model on the same batcher), with
+Each video goes through what a ``POST /v1/jobs`` job runs (:mod:`fbil.service.batch` over
+the one keyframe pipeline: one sequential decode, the person detector and tracker, the model
+on the engine's batcher), with
 the same ``FBIL_*`` settings as ``fbil-serve`` (model, backend, threads, tracking, limits), and
 writes ``DIR/<video name>.jsonl`` (the job's results lines), ``.csv`` (AVA) and ``.mp4`` (the
 annotated video) as asked, with a progress bar per video on stderr.
@@ -17,19 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
-    from fbil.model.persons import PersonDetector
-    from fbil.service.batching import Batcher
-    from fbil.service.jobs_schemas import JobRequest
-    from fbil.service.runtimes import Runtime
+    from fbil.service.engine import Engine
+    from fbil.service.jobs.schemas import JobRequest
     from fbil.service.settings import Settings
 
 OUTPUTS = ("json", "ava_csv", "video")
@@ -43,14 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     parser.add_argument("--model", type=Path, help="model file (default: FBIL_MODEL_PATH's)")
-    parser.add_argument("--keyframe-interval", type=float, default=1.0, help="seconds")
+    # unset options take the defaults of a job's request (one definition: JobRequest)
+    parser.add_argument(
+        "--keyframe-interval", type=float, help="seconds between keyframes (default 1.0)"
+    )
     parser.add_argument(
         "--outputs", nargs="+", choices=OUTPUTS, default=["json", "ava_csv"], help="files to write"
     )
-    parser.add_argument("--top-k", type=int, default=5, help="actions listed per person")
-    parser.add_argument("--min-score", type=float, default=0.0, help="actions below are left out")
+    parser.add_argument("--top-k", type=int, help="actions listed per person (default 5)")
+    parser.add_argument("--min-score", type=float, help="actions below are left out (default 0)")
     parser.add_argument(
-        "--person-threshold", type=float, default=0.5, help="the person detector's minimum score"
+        "--person-threshold",
+        type=float,
+        help="the person detector's minimum score (default: FBIL_PERSON_THRESHOLD)",
     )
     return parser
 
@@ -74,136 +74,46 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
     from fbil.model.video import VideoError
-    from fbil.service.batching import Batcher
+    from fbil.service.engine import Engine
     from fbil.service.errors import ServiceError
-    from fbil.service.jobs_schemas import JobRequest
-    from fbil.service.people import load_detector
-    from fbil.service.runtimes import runtime_from_settings
+    from fbil.service.jobs.schemas import JobRequest
 
-    request = JobRequest.model_validate(
-        {
-            "keyframe_interval": args.keyframe_interval,
-            "top_k": args.top_k,
-            "min_score": args.min_score,
-            "person_threshold": args.person_threshold,
-            "outputs": args.outputs,
-        }
-    )
-    s = settings
-    runtime = runtime_from_settings(s)
-    detector = load_detector(s)
-    batcher = Batcher(
-        runtime.predict,
-        max_batch_size=s.max_batch_size,
-        max_batch_delay_ms=s.max_batch_delay_ms,
-        max_queue_size=s.max_queue_size,
-    )
-    batcher.start()
+    fields = {
+        "keyframe_interval": args.keyframe_interval,
+        "top_k": args.top_k,
+        "min_score": args.min_score,
+        "person_threshold": args.person_threshold,
+        "outputs": args.outputs,
+    }
+    request = JobRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    engine = await asyncio.to_thread(Engine.load, settings)
+    engine.start()
     failed = 0
     try:
         for video in args.videos:
             try:
-                await detect_video(video, args.out, request, s, runtime, detector, batcher)
+                await _detect_one(engine, video, args.out, request)
             except (VideoError, ServiceError) as e:
                 failed += 1
                 print(f"fbil-detect: {video}: {e}", file=sys.stderr)
     finally:
-        await batcher.stop()
+        await engine.stop(wait_s=None)
     return 1 if failed else 0
 
 
-async def detect_video(
-    video: Path,
-    out_dir: Path,
-    request: JobRequest,
-    settings: Settings,
-    runtime: Runtime,
-    detector: PersonDetector | None,
-    batcher: Batcher,
-) -> None:
-    """Run one video through the job pipeline and write its files into ``out_dir`` (named
-    after the video; the CSV's ``video_id`` is its name too)."""
+async def _detect_one(engine: Engine, video: Path, out: Path, request: JobRequest) -> None:
+    """One video with a progress bar on stderr."""
     from tqdm import tqdm
 
-    from fbil.model.stream import keyframe_times
-    from fbil.model.video import probe, segment_end
-    from fbil.service.jobs_pipeline import (
-        DetectedPeople,
-        ava_csv,
-        box_source,
-        run_keyframes,
-        write_annotated_video,
-    )
+    from fbil.service.batch import detect_video
 
-    s = settings
-    limits = s.job_video_limits()
-    info = await asyncio.to_thread(probe, video, limits)
-    duration = await asyncio.to_thread(segment_end, video, limits)
-    times = keyframe_times(duration, request.keyframe_interval)
-    people = None
-    if detector is not None:
+    with tqdm(desc=video.name, unit="keyframe", file=sys.stderr) as bar:
 
-        def people() -> DetectedPeople:
-            return DetectedPeople(
-                video,
-                times,
-                0,
-                detector,
-                request=request,
-                width=info.width,
-                height=info.height,
-                max_boxes=s.max_boxes_per_keyframe,
-                step_s=s.track_interval_s,
-                max_frames=s.max_detect_frames,
-                limits=limits,
-            )
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-    boxes = box_source(request, info.width, info.height, s.max_boxes_per_keyframe, people)
-    lines_path = out_dir / f"{video.stem}.jsonl"
-
-    async def submit(clip: Tensor, rois: Tensor) -> Tensor:
-        (result,) = await batcher.submit([clip], [rois])
-        return result.scores
-
-    with (
-        lines_path.open("wb") as lines,
-        tqdm(total=len(times), desc=video.name, unit="keyframe", file=sys.stderr) as bar,
-    ):
-
-        async def on_keyframe(keyframe: dict[str, Any]) -> None:
-            lines.write((json.dumps(keyframe, separators=(",", ":")) + "\n").encode())
-            bar.update(1)
-
-        await run_keyframes(
-            video,
-            times,
-            0,
-            runtime.metadata.preprocess,
-            limits,
-            boxes,
-            submit,
-            on_keyframe,
-            labels=runtime.metadata.labels,
-            request=request,
-            in_flight=s.job_max_clips_in_flight,
-        )
-    if "ava_csv" in request.outputs:
-        with lines_path.open("rb") as lines, (out_dir / f"{video.stem}.csv").open("w") as f:
-            video_id = re.sub(r"[^A-Za-z0-9._-]", "_", video.stem)[:128] or "video"
-            f.writelines(ava_csv(lines, video_id, request.box_format, info.width, info.height))
-    if "video" in request.outputs:
-        with lines_path.open("rb") as lines:
-            await asyncio.to_thread(
-                write_annotated_video,
-                video,
-                lines,
-                request.box_format,
-                info.width,
-                info.height,
-                out_dir / f"{video.stem}.mp4",
-            )
-    if "json" not in request.outputs:
-        lines_path.unlink()
+        await detect_video(engine, video, out, request, on_keyframe=progress)
 
 
 def _fail(message: str, code: int) -> int:

@@ -16,7 +16,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from fbil.service.routes import require_api_key_unless
+from fbil.service.api.deps import require_api_key_unless
 from fbil.service.schemas import DetectRequest
 
 OPENAPI_URL = "/openapi.json"

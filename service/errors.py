@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,101 +30,13 @@ from fbil.model.video import (
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ErrorCode:
-    code: str
-    status: int
-    meaning: str
-
-
-# every error code the service answers with: README's "Errors" table and the OpenAPI document
-# are checked against this (tests/service/test_error_codes.py)
-ERROR_CODES: tuple[ErrorCode, ...] = (
-    ErrorCode("bad_request", 400, "a malformed HTTP request not covered by a code below"),
-    ErrorCode("bad_multipart", 400, "the multipart body is broken (no boundary, truncated)"),
-    ErrorCode("missing_part", 400, "the form lacks its `video` or `request` part"),
-    ErrorCode("unexpected_part", 400, "a form part other than `video` and `request`, or one twice"),
-    ErrorCode("bad_json", 400, "the `request` part is not UTF-8 JSON"),
-    ErrorCode("invalid_request", 400, "the JSON does not fit DetectRequest (`details.errors`)"),
-    ErrorCode("bad_box", 400, "a box is not 4 finite numbers, is empty or lies outside the frame"),
-    ErrorCode("boxes_required", 400, "a keyframe without `boxes` while `FBIL_DETECTOR=none`"),
-    ErrorCode("unauthorized", 401, "API key missing or wrong (when `FBIL_API_KEYS` is set)"),
-    ErrorCode("not_found", 404, "no such route"),
-    ErrorCode("job_not_found", 404, "no job with this id for this API key (or it was deleted)"),
-    ErrorCode(
-        "job_video_unavailable",
-        404,
-        "the job has no annotated video: `video` not in its `outputs`, or the job has not "
-        "succeeded yet",
-    ),
-    ErrorCode("method_not_allowed", 405, "the route exists, not with this method"),
-    ErrorCode("header_timeout", 408, "the headers took over `FBIL_HEADER_TIMEOUT_S`; closed"),
-    ErrorCode("upload_idle_timeout", 408, "the body paused over `FBIL_UPLOAD_IDLE_TIMEOUT_S`"),
-    ErrorCode("upload_too_slow", 408, "the body arrived below `FBIL_MIN_UPLOAD_BYTES_PER_S`"),
-    ErrorCode("request_timeout", 408, "headers and body took over `FBIL_REQUEST_TIMEOUT_S`"),
-    ErrorCode("payload_too_large", 413, "the request body is over `FBIL_MAX_UPLOAD_BYTES`"),
-    ErrorCode(
-        "request_json_too_large", 413, "the `request` part is over `FBIL_MAX_REQUEST_JSON_BYTES`"
-    ),
-    ErrorCode("too_many_keyframes", 413, "more keyframes than `FBIL_MAX_KEYFRAMES`"),
-    ErrorCode("too_many_boxes", 413, "more boxes on a keyframe than `FBIL_MAX_BOXES_PER_KEYFRAME`"),
-    ErrorCode("video_too_large", 413, "the video's bytes, duration or frame size over its limit"),
-    ErrorCode(
-        "decode_budget_exceeded",
-        413,
-        "decoding needs over `FBIL_MAX_DECODED_PIXELS` or `FBIL_MAX_DECODE_S`",
-    ),
-    ErrorCode("not_multipart", 415, "the body is not `multipart/form-data`"),
-    ErrorCode("not_a_video", 415, "the `video` part is no container FFmpeg reads"),
-    ErrorCode("no_video_stream", 415, "the container holds no video stream"),
-    ErrorCode(
-        "no_person_detector", 422, "a job without `keyframes` needs a person detector; none runs"
-    ),
-    ErrorCode("undecodable_video", 422, "no frame (or none near a keyframe) could be decoded"),
-    ErrorCode("keyframe_out_of_range", 422, "a keyframe time lies outside the segment"),
-    ErrorCode("video_error", 422, "another problem with the video"),
-    ErrorCode(
-        "outside_engine_profile",
-        422,
-        "frames wider than `FBIL_TRT_MAX_ASPECT` or more boxes than the TensorRT engine covers",
-    ),
-    ErrorCode("headers_too_large", 431, "the request headers are over `FBIL_MAX_HEADER_BYTES`"),
-    ErrorCode("client_closed_request", 499, "the caller left first (logged, never sent)"),
-    ErrorCode("internal_error", 500, "unexpected: logged with the request id, no internals shown"),
-    ErrorCode("overloaded", 503, "queue, in-flight or pending-upload limit reached; retry later"),
-    ErrorCode("shutting_down", 503, "the service stopped before answering; retry (elsewhere)"),
-    ErrorCode("not_ready", 503, "the model is loading, or failed to (message says why)"),
-    ErrorCode("model_failed", 503, "`/healthz`: the model failed to load; restart the process"),
-    ErrorCode(
-        "storage_quota_exceeded",
-        507,
-        "job files would pass `FBIL_JOB_DISK_QUOTA_BYTES` or `FBIL_JOB_MIN_FREE_DISK_BYTES`",
-    ),
-)
-
-
-def codes_with_status(status: int) -> list[str]:
-    """The codes of :data:`ERROR_CODES` answered with HTTP ``status``."""
-    return [e.code for e in ERROR_CODES if e.status == status]
-
-
-# most specific first: the first matching class wins
-VIDEO_ERROR_STATUS: tuple[tuple[type[VideoError], int], ...] = (
-    (VideoTooLargeError, 413),
-    (DecodeBudgetError, 413),
-    (NotAVideoError, 415),
-    (NoVideoStreamError, 415),
-    (UndecodableVideoError, 422),
-    (KeyframeOutOfRangeError, 422),
-    (VideoError, 422),
-)
-
-
 class ServiceError(Exception):
-    """An error the caller is told about: HTTP ``status``, machine-readable ``code``."""
+    """An error the caller is told about: HTTP ``status``, machine-readable ``code``, and what
+    it means (README's "Errors" table and the OpenAPI document list it: :data:`ERROR_CODES`)."""
 
-    status: int = 400
-    code: str = "bad_request"
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    meaning: ClassVar[str] = "a malformed HTTP request not covered by a code below"
 
     def __init__(
         self,
@@ -138,108 +50,158 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
 
-class BadRequestError(ServiceError):
-    status, code = 400, "bad_request"
-
-
 class BadMultipartError(ServiceError):
     status, code = 400, "bad_multipart"
+    meaning = "the multipart body is broken (no boundary, truncated)"
 
 
 class MissingPartError(ServiceError):
     status, code = 400, "missing_part"
+    meaning = "the form lacks its `video` or `request` part"
 
 
 class UnexpectedPartError(ServiceError):
     status, code = 400, "unexpected_part"
+    meaning = "a form part other than `video` and `request`, or one twice"
 
 
 class BadJSONError(ServiceError):
     status, code = 400, "bad_json"
+    meaning = "the `request` part is not UTF-8 JSON"
 
 
 class InvalidRequestError(ServiceError):
     status, code = 400, "invalid_request"
+    meaning = "the JSON does not fit the request document (`details.errors`)"
+
+
+class BadBoxError(ServiceError):
+    """A box that is not 4 finite numbers, is empty or inverted, or lies outside the frame."""
+
+    status, code = 400, "bad_box"
+    meaning = "a box is not 4 finite numbers, is empty or lies outside the frame"
 
 
 class BoxesRequiredError(ServiceError):
     status, code = 400, "boxes_required"
+    meaning = "a keyframe without `boxes` while `FBIL_DETECTOR=none`"
 
 
 class UnauthorizedError(ServiceError):
     status, code = 401, "unauthorized"
+    meaning = "API key missing or wrong (when `FBIL_API_KEYS` is set)"
 
 
-class PayloadTooLargeError(ServiceError):
-    status, code = 413, "payload_too_large"
+class NotFoundError(ServiceError):
+    """Answered by the router (:data:`HTTP_ERROR_CODES`), not raised in the app."""
+
+    status, code = 404, "not_found"
+    meaning = "no such route"
+
+
+class JobNotFoundError(ServiceError):
+    status, code = 404, "job_not_found"
+    meaning = "no job with this id for this API key (or it was deleted)"
+
+
+class JobVideoUnavailableError(ServiceError):
+    status, code = 404, "job_video_unavailable"
+    meaning = (
+        "the job has no annotated video: `video` not in its `outputs`, or the job has not "
+        "succeeded yet"
+    )
+
+
+class MethodNotAllowedError(ServiceError):
+    """Answered by the router (:data:`HTTP_ERROR_CODES`), not raised in the app."""
+
+    status, code = 405, "method_not_allowed"
+    meaning = "the route exists, not with this method"
 
 
 class RequestTimeoutError(ServiceError):
     """The request did not arrive in time (the connection is closed after the answer)."""
 
     status, code = 408, "request_timeout"
-
-
-class UploadIdleTimeoutError(RequestTimeoutError):
-    code = "upload_idle_timeout"
-
-
-class UploadTooSlowError(RequestTimeoutError):
-    code = "upload_too_slow"
+    meaning = "headers and body took over `FBIL_REQUEST_TIMEOUT_S`"
 
 
 class HeaderTimeoutError(RequestTimeoutError):
     """Sent by the HTTP protocol (:mod:`fbil.service.http_limits`), not raised in the app."""
 
-    code = "header_timeout"
+    status, code = 408, "header_timeout"
+    meaning = "the headers took over `FBIL_HEADER_TIMEOUT_S`; closed"
 
 
-class HeadersTooLargeError(ServiceError):
-    """Sent by the HTTP protocol (:mod:`fbil.service.http_limits`), not raised in the app."""
+class UploadIdleTimeoutError(RequestTimeoutError):
+    status, code = 408, "upload_idle_timeout"
+    meaning = "the body paused over `FBIL_UPLOAD_IDLE_TIMEOUT_S`"
 
-    status, code = 431, "headers_too_large"
+
+class UploadTooSlowError(RequestTimeoutError):
+    status, code = 408, "upload_too_slow"
+    meaning = "the body arrived below `FBIL_MIN_UPLOAD_BYTES_PER_S`"
+
+
+class PayloadTooLargeError(ServiceError):
+    status, code = 413, "payload_too_large"
+    meaning = "the request body is over `FBIL_MAX_UPLOAD_BYTES`"
 
 
 class RequestJSONTooLargeError(ServiceError):
     status, code = 413, "request_json_too_large"
+    meaning = "the `request` part is over `FBIL_MAX_REQUEST_JSON_BYTES`"
 
 
 class TooManyKeyframesError(ServiceError):
     status, code = 413, "too_many_keyframes"
+    meaning = "more keyframes than `FBIL_MAX_KEYFRAMES` (a job: `FBIL_JOB_MAX_KEYFRAMES`)"
 
 
 class TooManyBoxesError(ServiceError):
     status, code = 413, "too_many_boxes"
+    meaning = "more boxes on a keyframe than `FBIL_MAX_BOXES_PER_KEYFRAME`"
 
 
-class JobNotFoundError(ServiceError):
-    status, code = 404, "job_not_found"
-
-
-class JobVideoUnavailableError(ServiceError):
-    status, code = 404, "job_video_unavailable"
-
-
-class NoPersonDetectorError(ServiceError):
-    status, code = 422, "no_person_detector"
+class NotMultipartError(ServiceError):
+    status, code = 415, "not_multipart"
+    meaning = "the body is not `multipart/form-data`"
 
 
 class OutsideEngineProfileError(ServiceError):
     """The clip's size or box count lies outside what the runtime's engine was built for."""
 
     status, code = 422, "outside_engine_profile"
+    meaning = (
+        "frames wider than `FBIL_TRT_MAX_ASPECT` or more boxes than the TensorRT engine covers"
+    )
 
 
-class StorageQuotaError(ServiceError):
-    status, code = 507, "storage_quota_exceeded"
+class HeadersTooLargeError(ServiceError):
+    """Sent by the HTTP protocol (:mod:`fbil.service.http_limits`), not raised in the app."""
+
+    status, code = 431, "headers_too_large"
+    meaning = "the request headers are over `FBIL_MAX_HEADER_BYTES`"
 
 
-class NotMultipartError(ServiceError):
-    status, code = 415, "not_multipart"
+class ClientDisconnectedError(ServiceError):
+    """The caller went away; nobody reads the answer (logged and counted as 499)."""
+
+    status, code = 499, "client_closed_request"
+    meaning = "the caller left first (logged, never sent)"
+
+
+class InternalError(ServiceError):
+    """Anything unexpected: logged with the request id and traceback by
+    :mod:`fbil.service.middleware`, answered without internals (never raised on purpose)."""
+
+    status, code = 500, "internal_error"
+    meaning = "unexpected: logged with the request id, no internals shown"
 
 
 class OverloadedError(ServiceError):
     status, code = 503, "overloaded"
+    meaning = "queue, in-flight or pending-upload limit reached; retry later"
 
 
 class ShuttingDownError(ServiceError):
@@ -247,20 +209,71 @@ class ShuttingDownError(ServiceError):
     running when the graceful-shutdown time is over."""
 
     status, code = 503, "shutting_down"
+    meaning = "the service stopped before answering; retry (elsewhere)"
 
 
 class NotReadyError(ServiceError):
     status, code = 503, "not_ready"
+    meaning = "the model is loading, or failed to (message says why)"
 
 
 class ModelFailedError(ServiceError):
     status, code = 503, "model_failed"
+    meaning = "`/healthz`: the model failed to load; restart the process"
 
 
-class ClientDisconnectedError(ServiceError):
-    """The caller went away; nobody reads the answer (logged and counted as 499)."""
+class StorageQuotaError(ServiceError):
+    status, code = 507, "storage_quota_exceeded"
+    meaning = "job files would pass `FBIL_JOB_DISK_QUOTA_BYTES` or `FBIL_JOB_MIN_FREE_DISK_BYTES`"
 
-    status, code = 499, "client_closed_request"
+
+# errors of the video (raised by fbil.model.video, which knows no HTTP): their status and
+# meaning, most specific first (the first matching class wins)
+VIDEO_ERRORS: tuple[tuple[type[VideoError], int, str], ...] = (
+    (VideoTooLargeError, 413, "the video's bytes, duration or frame size over its limit"),
+    (
+        DecodeBudgetError,
+        413,
+        "decoding needs over `FBIL_MAX_DECODED_PIXELS` or `FBIL_MAX_DECODE_S`",
+    ),
+    (NotAVideoError, 415, "the `video` part is no container FFmpeg reads"),
+    (NoVideoStreamError, 415, "the container holds no video stream"),
+    (UndecodableVideoError, 422, "no frame (or none near a keyframe) could be decoded"),
+    (KeyframeOutOfRangeError, 422, "a keyframe time lies outside the segment"),
+    (VideoError, 422, "another problem with the video"),
+)
+
+HTTP_ERROR_CODES: dict[int, str] = {
+    404: NotFoundError.code,
+    405: MethodNotAllowedError.code,
+    413: PayloadTooLargeError.code,
+}
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    status: int
+    meaning: str
+
+
+def _classes(cls: type[ServiceError]) -> list[type[ServiceError]]:
+    return [cls, *(c for sub in cls.__subclasses__() for c in _classes(sub))]
+
+
+def _error_codes() -> tuple[ErrorCode, ...]:
+    """Every code the service answers with, from the error classes, by status."""
+    codes = [ErrorCode(c.code, c.status, c.meaning) for c in _classes(ServiceError)]
+    codes += [ErrorCode(cls.code, status, meaning) for cls, status, meaning in VIDEO_ERRORS]
+    return tuple(sorted(codes, key=lambda e: e.status))
+
+
+ERROR_CODES: tuple[ErrorCode, ...] = _error_codes()
+
+
+def codes_with_status(status: int) -> list[str]:
+    """The codes of :data:`ERROR_CODES` answered with HTTP ``status``."""
+    return [e.code for e in ERROR_CODES if e.status == status]
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -278,7 +291,7 @@ def error_response(
 
 
 def video_error_status(exc: VideoError) -> int:
-    return next(status for cls, status in VIDEO_ERROR_STATUS if isinstance(exc, cls))
+    return next(status for cls, status, _ in VIDEO_ERRORS if isinstance(exc, cls))
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
@@ -301,16 +314,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_request", "invalid request", {"errors": errors})
 
 
-HTTP_ERROR_CODES: dict[int, str] = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-}
-
-
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    fallback = "bad_request" if exc.status_code < 500 else "internal_error"
+    fallback = ServiceError.code if exc.status_code < 500 else InternalError.code
     code = HTTP_ERROR_CODES.get(exc.status_code, fallback)
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

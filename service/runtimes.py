@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,9 +30,6 @@ from fbil.model import ModelMetadata, artifact, load_model
 from fbil.model.device import default_device, resolve_device
 from fbil.model.labels import LabelMap, read_label_map
 from fbil.model.preprocess import PreprocessSpec
-
-if TYPE_CHECKING:
-    from fbil.service.settings import Settings
 
 log = logging.getLogger(__name__)
 ONNX_SUFFIXES = {".onnx"}
@@ -411,22 +408,6 @@ def load_runtime(
         # ModelMetadata checks that the label map has the model's class count
         runtime.metadata = replace(runtime.metadata, labels=labels)
     return runtime
-
-
-def runtime_from_settings(settings: Settings) -> Runtime:
-    """:func:`load_runtime` of the model the service settings name, as they configure it."""
-    s = settings
-    return load_runtime(
-        s.resolved_model_path(),
-        s.backend,
-        device=s.device,
-        config_path=s.config_path,
-        labelmap_path=s.labelmap_path,
-        onnx_providers=s.onnx_providers or None,
-        num_threads=s.num_threads,
-        precision=s.precision,
-        tensorrt=s.tensorrt_profile(),
-    )
 
 
 def _runtime(

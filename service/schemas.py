@@ -10,6 +10,9 @@ from pydantic_core import PydanticCustomError
 
 from fbil.service.errors import ERROR_CODES
 
+MIN_KEYFRAME_INTERVAL_S = 0.1  # keyframe_interval's bounds, /detect's and a job's
+MAX_KEYFRAME_INTERVAL_S = 3600.0
+
 EXAMPLE_REQUEST: dict[str, Any] = {
     "keyframes": [
         {
@@ -101,24 +104,22 @@ class KeyframeIn(_Strict):
     )
 
 
-class DetectRequest(_Strict):
-    """The ``request`` form field of ``POST /detect`` (a JSON document)."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        allow_inf_nan=False,
-        json_schema_extra={"examples": [EXAMPLE_REQUEST]},
-    )
+class KeyframeRequest(_Strict):
+    """The fields every request for keyframes shares (``/detect``'s and a job's ``request``):
+    the same names, defaults and bounds everywhere."""
 
     keyframes: list[KeyframeIn] | None = Field(
         None,
         min_length=1,
-        description="omitted: keyframes every keyframe_interval seconds over the segment "
-        "(the middle of each interval), with detected people",
+        description="keyframes with their actor boxes; omitted: keyframes every "
+        "keyframe_interval seconds over the video (the middle of each interval), with detected "
+        "people",
     )
     keyframe_interval: float = Field(
-        1.0, gt=0, description="seconds between keyframes when keyframes is omitted"
+        1.0,
+        ge=MIN_KEYFRAME_INTERVAL_S,
+        le=MAX_KEYFRAME_INTERVAL_S,
+        description="seconds between keyframes when keyframes is omitted",
     )
     person_threshold: float | None = Field(
         None,
@@ -131,6 +132,12 @@ class DetectRequest(_Strict):
     top_k: int = Field(5, ge=0, description="actions listed per actor")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="actions below are left out")
     all_scores: bool = Field(False, description="add every class's score, in label order")
+
+
+class DetectRequest(KeyframeRequest):
+    """The ``request`` form field of ``POST /detect`` (a JSON document)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_REQUEST]})
 
 
 class ModelRef(BaseModel):
@@ -186,8 +193,9 @@ class KeyframeOut(BaseModel):
 
 class Timing(BaseModel):
     decode: float
-    detect: float = Field(
-        0.0, description="reading frames, detecting and tracking people (0: all boxes given)"
+    detect: float = Field(0.0, description="detecting and tracking people (0: all boxes given)")
+    detect_wait: float = Field(
+        0.0, description="waiting for the person detector's thread (other requests use it)"
     )
     queue: float
     inference: float

@@ -11,7 +11,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
     from fbil.model.video import VideoLimits
-    from fbil.service.runtimes import TensorRTProfile
 
 Backend = Literal["auto", "onnx", "torchscript", "eager"]
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -242,18 +241,6 @@ class Settings(BaseSettings):
             max_bytes=self.job_max_video_bytes,
             max_duration_s=self.job_max_duration_s,
             max_frame_pixels=self.max_frame_pixels,
-        )
-
-    def tensorrt_profile(self) -> TensorRTProfile:
-        """What a TensorRT engine must cover: a full batch of clips with every box a keyframe
-        may carry, frames up to ``trt_max_aspect``; kept in ``trt_engine_cache_path``."""
-        from fbil.service.runtimes import TensorRTProfile  # imports torch: not for --help
-
-        return TensorRTProfile(
-            max_batch_size=self.max_batch_size,
-            max_rois=self.max_batch_size * self.max_boxes_per_keyframe,
-            max_aspect=self.trt_max_aspect,
-            cache_path=self.trt_engine_cache_path,
         )
 
     def resolved_model_path(self) -> Path:

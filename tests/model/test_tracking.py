@@ -13,9 +13,11 @@ from fbil.model.tracking import (
     Tracker,
     appearance,
     appearance_distance,
+    count_planned,
     greedy_match,
     iou,
     plan_frames,
+    tracker_for,
 )
 
 
@@ -31,20 +33,28 @@ def side_by_side(t: float, speed: float = 0.1) -> PersonBoxes:
     return people((x, 0.3, x + 0.1, 0.7), (x + 0.1, 0.3, x + 0.2, 0.7))
 
 
-def test_plan_adds_frames_between_keyframes_and_maps_keyframes_back():
-    plan = plan_frames([2.0, 1.0, 3.0], step_s=0.25, max_frames=64)
-    assert plan.times == pytest.approx([1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0])
-    assert [plan.times[i] for i in plan.keyframe_at] == [2.0, 1.0, 3.0]
+def test_plan_adds_frames_between_keyframes_ending_at_each():
+    plan = plan_frames([1.0, 2.0, 3.0], step_s=0.25, max_per_gap=64)
+    assert plan == [(1.0,), (1.25, 1.5, 1.75, 2.0), (2.25, 2.5, 2.75, 3.0)]
+    assert count_planned([1.0, 2.0, 3.0], 0.25, 64) == 9
 
 
-def test_plan_within_max_frames_and_without_steps():
-    plan = plan_frames([0.0, 1.0, 10.0], step_s=0.1, max_frames=12)
-    assert len(plan.times) <= 12
-    assert [plan.times[i] for i in plan.keyframe_at] == [0.0, 1.0, 10.0]
-    assert sorted(plan.times) == list(plan.times)
-    assert plan_frames([0.0, 1.0, 1.0], step_s=0.0, max_frames=8).times == (0.0, 1.0)
-    assert plan_frames([0.0, 1.0], step_s=0.5, max_frames=1).times == (0.0, 1.0)  # keyframes stay
-    assert plan_frames([None], step_s=0.25, max_frames=8).times == (None,)
+def test_plan_within_its_caps_and_without_steps():
+    plan = plan_frames([0.0, 1.0, 10.0], step_s=0.1, max_per_gap=64, max_total=12)
+    flat = [t for group in plan for t in group]
+    assert len(flat) <= 12 and count_planned([0.0, 1.0, 10.0], 0.1, 64, 12) == len(flat)
+    assert [group[-1] for group in plan] == [0.0, 1.0, 10.0]
+    assert sorted(flat) == flat
+    assert plan_frames([0.0, 1.0, 1.0], step_s=0.0, max_per_gap=8) == [(0.0,), (1.0,), ()]
+    assert plan_frames([0.0, 1.0], step_s=0.5, max_per_gap=8, max_total=1) == [(0.0,), (1.0,)]
+    assert plan_frames([0.0, 10.0], step_s=0.25, max_per_gap=4) == [(0.0,), (2.5, 5.0, 7.5, 10.0)]
+    with pytest.raises(ValueError, match="ascending"):
+        plan_frames([2.0, 1.0], step_s=0.25, max_per_gap=8)
+
+
+def test_tracks_live_one_and_a_half_of_the_widest_gap():
+    assert tracker_for(plan_frames([0.0, 1.0], 0.25, 64)).max_age_s == 1.0
+    assert tracker_for(plan_frames([0.0, 4.0], 0.0, 64)).max_age_s == 6.0
 
 
 def test_greedy_match_takes_cheapest_allowed_pairs_once():

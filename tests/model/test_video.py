@@ -20,7 +20,6 @@ from synthetic_video import (
     read_indices,
 )
 
-from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec, resize
 from fbil.model.video import (
     KeyframeOutOfRangeError,
@@ -29,8 +28,10 @@ from fbil.model.video import (
     UndecodableVideoError,
     VideoLimits,
     VideoTooLargeError,
+    decode,
     decode_clips,
     probe,
+    sampling,
 )
 
 SPEC = PreprocessSpec()
@@ -88,7 +89,7 @@ def test_overlapping_keyframes_decode_in_one_pass(monkeypatch: pytest.MonkeyPatc
     pts = [round(i * 1000 / 30) for i in range(300)]  # 10 s, keyframe every 15 frames
     data = encode(pts, "libx264", "mp4", MS, options={"g": "15", "keyint_min": "15"})
     passes, decoded, converted = [], [], []
-    real_frames, real_call = video._decoded_frames, video._Converter.__call__
+    real_frames, real_call = decode.decoded_frames, sampling.ClipConverter.__call__
 
     def counting_frames(*args):
         passes.append(1)
@@ -100,8 +101,8 @@ def test_overlapping_keyframes_decode_in_one_pass(monkeypatch: pytest.MonkeyPatc
         converted.append(frame.pts)
         return real_call(self, frame)
 
-    monkeypatch.setattr(video, "_decoded_frames", counting_frames)
-    monkeypatch.setattr(video._Converter, "__call__", counting_call)
+    monkeypatch.setattr(decode, "decoded_frames", counting_frames)
+    monkeypatch.setattr(sampling.ClipConverter, "__call__", counting_call)
     times = [4.0, 4.5, 5.0, 5.5]
     _, keyframes = decode_clips(data, times, SPEC, LIMITS)
     assert len(passes) == 1

@@ -20,7 +20,7 @@ from synthetic_video import SERVICE_LIMITS, nearest_indices
 
 from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec
-from fbil.model.video import decode_clips
+from fbil.model.video import decode, decode_clips
 
 SPEC = PreprocessSpec(short_side=16)  # tiny clips: the frames picked are what is checked
 FPS, GOP, FRAMES = 30, 60, 240  # key frames at 0, 2, 4 and 6 s; the last frame at 7.967 s
@@ -75,7 +75,7 @@ def _key_frame_times(data: bytes) -> list[float]:
 def _from_start(data: bytes, monkeypatch: pytest.MonkeyPatch) -> list[video.Clip]:
     """The reference: every frame decoded from the start, none left out."""
     with monkeypatch.context() as patch:
-        patch.setattr(video._Packets, "_jump_point", lambda self, packet, t: False)
+        patch.setattr(decode.Packets, "_jump_point", lambda self, packet, t: False)
         return decode_clips(data, TIMES, SPEC, SERVICE_LIMITS)[1]
 
 

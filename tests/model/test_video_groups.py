@@ -21,6 +21,7 @@ from fbil.model.video import (
     UndecodableVideoError,
     VideoError,
     VideoLimits,
+    decode,
     decode_clips,
 )
 
@@ -37,7 +38,7 @@ def _single_pass(
 ) -> tuple[video.VideoInfo, list[video.Clip]]:
     """All ``times`` from a decode of every frame from the start: no packet is left out."""
     with monkeypatch.context() as patch:
-        patch.setattr(video._Packets, "_jump_point", lambda self, packet, t: False)
+        patch.setattr(decode.Packets, "_jump_point", lambda self, packet, t: False)
         return decode_clips(source, times, SPEC, limits)
 
 
@@ -68,7 +69,7 @@ def _count_decoding(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[in
     """Record each decode run (a call of ``_decoded_frames``) and each decoded frame's pts."""
     passes: list[int] = []
     decoded: list[int] = []
-    real_frames = video._decoded_frames
+    real_frames = decode.decoded_frames
 
     def counting_frames(*args):
         passes.append(1)
@@ -76,7 +77,7 @@ def _count_decoding(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[in
             decoded.append(frame.pts)
             yield frame
 
-    monkeypatch.setattr(video, "_decoded_frames", counting_frames)
+    monkeypatch.setattr(decode, "decoded_frames", counting_frames)
     return passes, decoded
 
 

@@ -22,6 +22,7 @@ from fbil.model.video import (
     UndecodableVideoError,
     VideoLimits,
     VideoTooLargeError,
+    decode,
     decode_clips,
     probe,
 )
@@ -85,7 +86,7 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a frame was decoded")
         yield  # a generator, like the real one
 
-    monkeypatch.setattr(video, "_decoded_frames", refuse)
+    monkeypatch.setattr(decode, "decoded_frames", refuse)
 
 
 @pytest.mark.parametrize("case", CASES)

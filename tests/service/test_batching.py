@@ -77,7 +77,7 @@ async def test_queue_overflow_is_503_and_shutdown_drains_in_flight(
             asyncio.create_task(client.post("/detect", files=detect_files(megamind, r)))
             for r in REQUESTS[:2]
         ]
-        while state.batcher.depth < 2:  # both clips queued, the batch waits to fill
+        while state.engine.batcher.depth < 2:  # both clips queued, the batch waits to fill
             await asyncio.sleep(0.02)
         refused = await client.post("/detect", files=detect_files(megamind, REQUESTS[2]))
         assert refused.status_code == 503
@@ -86,7 +86,7 @@ async def test_queue_overflow_is_503_and_shutdown_drains_in_flight(
         await lifespan.__aexit__(None, None, None)  # graceful shutdown runs what is queued
         done = await asyncio.gather(*waiting)
     assert [r.status_code for r in done] == [200, 200]
-    assert state.batcher.depth == 0
+    assert state.engine.batcher.depth == 0
 
 
 async def test_disconnected_client_leaves_no_work_queued(tiny_model: TinyModel, megamind: Path):
@@ -105,11 +105,11 @@ async def test_disconnected_client_leaves_no_work_queued(tiny_model: TinyModel, 
     headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
     async with serve(tiny_model.path, max_batch_size=8, max_batch_delay_ms=600_000) as s:
         call = asyncio.create_task(asgi_call(s.app, "POST", "/detect", headers, receive))
-        while s.state.batcher.depth < 1:
+        while s.state.engine.batcher.depth < 1:
             await asyncio.sleep(0.02)
         gone.set()
         status, _, _ = await call
-        assert s.state.batcher.depth == 0
+        assert s.state.engine.batcher.depth == 0
         metrics = await s.metrics_text()
     assert status == 499  # nobody reads it; counted as the client closing the request
     assert metric_value(metrics, "fbil_queue_depth") == 0

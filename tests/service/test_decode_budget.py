@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from serving import TinyModel, asgi_call, detect_files, multipart, serve
 
-from fbil.model import video
+from fbil.model.video import decode
 
 pytestmark = pytest.mark.anyio
 
@@ -54,7 +54,7 @@ class SlowHeavyDecoding:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
         self.frames = 0
         self.started, self.ended = threading.Event(), threading.Event()
-        real = video._decoded_frames
+        real = decode.decoded_frames
 
         def slow(*args):
             heavy = False
@@ -70,7 +70,7 @@ class SlowHeavyDecoding:
                 if heavy:
                     self.ended.set()
 
-        monkeypatch.setattr(video, "_decoded_frames", slow)
+        monkeypatch.setattr(decode, "decoded_frames", slow)
 
 
 def _receive(body: bytes, gone: asyncio.Event):

@@ -21,7 +21,7 @@ def direct_scores(tiny: TinyModel, video: Path, time: float, boxes: list) -> tor
     spec = tiny.metadata.preprocess
     info, (keyframe,) = decode_clips(video, [time], spec)
     norm = normalize_boxes(boxes, "pixels", info.width, info.height)
-    rois = torch.cat((torch.zeros(len(norm), 1), norm), dim=1)
+    rois = torch.cat((torch.zeros(len(norm), 1), torch.from_numpy(norm)), dim=1)
     with torch.inference_mode():
         return tiny.detector.scores(tiny.detector(keyframe.clip[None], rois))
 
@@ -39,7 +39,14 @@ async def test_valid_request_returns_documented_json(tiny_model: TinyModel, mega
     assert body["model"] == {"name": "fbil-tiny", "version": "test", "backend": "eager"}
     assert body["video"]["width"] == 720 and body["video"]["height"] == 528
     assert body["video"]["fps"] == pytest.approx(23.976, abs=1e-3)
-    assert set(body["timing_ms"]) == {"decode", "detect", "queue", "inference", "total"}
+    assert set(body["timing_ms"]) == {
+        "decode",
+        "detect",
+        "detect_wait",
+        "queue",
+        "inference",
+        "total",
+    }
     assert body["timing_ms"]["detect"] == 0  # every keyframe came with boxes
     (keyframe,) = body["keyframes"]
     assert keyframe["time"] == 3.0

@@ -107,7 +107,7 @@ async def test_a_video_wider_than_the_profile_is_a_422(
         data_dir=tmp_path,
         detector="none",
     ) as served:
-        assert served.state.runtime.input_shapes() == InputShapes(76, 8 * 32)
+        assert served.state.engine.runtime.input_shapes() == InputShapes(76, 8 * 32)
         response = await served.client.post("/detect", files=detect_files(megamind, REQUEST))
         assert response.status_code == 422, response.text
         error = response.json()["error"]

@@ -7,9 +7,6 @@ from pathlib import Path
 
 from serving import TinyModel
 
-import fbil.service.boxes
-import fbil.service.form
-import fbil.service.routes  # noqa: F401 (defines error classes: imported for their subclasses)
 from fbil.model.video import VideoError
 from fbil.service.app import create_app
 from fbil.service.errors import ERROR_CODES, HTTP_ERROR_CODES, ServiceError, codes_with_status
@@ -32,10 +29,10 @@ def test_the_table_lists_exactly_the_codes_the_service_raises():
     assert all(statuses[c.code] == c.status for c in _subclasses(ServiceError))
 
 
-def test_readme_lists_every_code_with_its_status():
+def test_readme_lists_every_code_with_its_status_and_meaning():
     section = README.read_text().split("## Errors", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \|", section, flags=re.MULTILINE)
-    assert rows == [(str(e.status), e.code) for e in ERROR_CODES]
+    rows = re.findall(r"^\| (\d{3}) \| `([a-z_]+)` \| (.*) \|$", section, flags=re.MULTILINE)
+    assert rows == [(str(e.status), e.code, e.meaning) for e in ERROR_CODES]
 
 
 def test_openapi_lists_every_code(tiny_model: TinyModel):

@@ -106,7 +106,10 @@ async def test_too_many_keyframes_or_boxes_are_413(tiny_model: TinyModel, megami
         r_not_video = await s.client.post("/detect", files=detect_files(b"text" * 99, keyframes))
         r_at_limit = await s.client.post("/detect", files=detect_files(megamind, at_limit))
     error = assert_error(r_keyframes, 413, "too_many_keyframes")
-    assert "3 keyframes" in error["message"] and error["details"] == {"max_keyframes": 2}
+    assert "3 keyframes" in error["message"] and error["details"] == {
+        "max_keyframes": 2,
+        "keyframes": 3,
+    }
     error = assert_error(r_boxes, 413, "too_many_boxes")
     assert "3 boxes" in error["message"] and error["details"] == {"max_boxes_per_keyframe": 2}
     assert "3 keyframes" in assert_error(r_not_video, 413, "too_many_keyframes")["message"]

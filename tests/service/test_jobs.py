@@ -19,7 +19,7 @@ from serving import TinyModel
 
 from fbil.client.local import local_service
 from fbil.model.annotate import PALETTE
-from fbil.model.stream import keyframe_times
+from fbil.service.keyframes import keyframe_times
 
 KEY_A, KEY_B = "a" * 32, "b" * 32
 BOX = [300, 100, 380, 300]  # 768x576 vtest.avi: a pedestrian's height

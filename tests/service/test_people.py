@@ -9,7 +9,7 @@ import pytest
 from coloured_people import HEIGHT, WIDTH, ColourDetector, person_boxes, street_video
 from serving import TinyModel, detect_files, metric_value, serve
 
-from fbil.service.people import keyframe_times
+from fbil.service.keyframes import keyframe_times
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +23,7 @@ def near(box: list[float], expected: tuple[int, ...], tolerance: float = 3.0) ->
 async def detect(tiny_model: TinyModel, request: dict, **settings) -> tuple[int, dict, str, list]:
     detector = ColourDetector()
     async with serve(tiny_model.path, detector="none", **settings) as s:
-        s.state.detector = detector  # the lifespan loaded none: this one stands in
+        s.state.engine.detector = detector  # the lifespan loaded none: this one stands in
         r = await s.client.post("/detect", files=detect_files(STREET, request))
         metrics = await s.metrics_text()
     return r.status_code, r.json(), metrics, detector.calls
@@ -45,8 +45,9 @@ async def test_request_without_keyframes_gets_people_every_second_with_stable_id
         assert [red["track_id"], green["track_id"]] == [1, 2]  # same people, same ids
         assert [red["id"], green["id"]] == [1, 2]
         assert len(red["actions"]) == 2
-    # keyframes 1 s apart, frames every 0.25 s between them: 13 frames, 8 per detector call
-    assert calls == [8, 5]
+    # keyframes 1 s apart, frames every 0.25 s between them: 13 frames, one detector call per
+    # keyframe as its window comes (the first keyframe's frame, then the 4 frames up to each)
+    assert calls == [1, 4, 4, 4]
     assert body["timing_ms"]["detect"] > 0
     assert metric_value(metrics, "fbil_detected_people_count") == 4
     assert metric_value(metrics, "fbil_detected_people_sum") == 8
@@ -60,7 +61,7 @@ async def test_keyframes_alone_swap_the_ids_the_frames_between_keep(tiny_model: 
     assert status == 200, body
     ids = [[a["track_id"] for a in k["actors"]] for k in body["keyframes"]]
     assert ids[1][0] == ids[0][1]
-    assert calls == [4]
+    assert calls == [1, 1, 1, 1]
 
 
 async def test_mixed_client_and_detected_keyframes(tiny_model: TinyModel):

@@ -67,7 +67,7 @@ def _direct_scores(
     for spec, keyframe in zip(request["keyframes"], keyframes, strict=True):
         boxes = [b["box"] for b in spec["boxes"]]
         norm = normalize_boxes(boxes, "pixels", info.width, info.height)
-        rois = torch.cat((torch.zeros(len(norm), 1), norm), dim=1)
+        rois = torch.cat((torch.zeros(len(norm), 1), torch.from_numpy(norm)), dim=1)
         with torch.inference_mode():
             out.append(detector.scores(detector(keyframe.clip.unsqueeze(0), rois)))
     return out

@@ -12,6 +12,7 @@ from fbil.export.check import FP16_TOLERANCE
 from fbil.export.onnx_export import export_onnx
 from fbil.export.torchscript_export import export_torchscript
 from fbil.model.preprocess import PreprocessSpec
+from fbil.service.engine import tensorrt_profile
 from fbil.service.runtimes import (
     RuntimeLoadError,
     TensorRTProfile,
@@ -137,7 +138,7 @@ def test_tensorrt_gets_a_profile_from_the_settings_and_the_preprocessing(tmp_pat
         precision="fp16",
     )
     spec = PreprocessSpec(num_frames=16, short_side=128)
-    entries = onnx_provider_options([TRT, CUDA, CPU], spec, settings.tensorrt_profile(), "fp16")
+    entries = onnx_provider_options([TRT, CUDA, CPU], spec, tensorrt_profile(settings), "fp16")
     assert entries[1:] == [CUDA, CPU]
     name, options = entries[0]
     assert name == TRT

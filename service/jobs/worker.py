@@ -6,32 +6,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import logging
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from torch import Tensor
 
 from fbil.model.tracking import DetectCancelledError
 from fbil.model.video import DecodeCancelledError, VideoError
-from fbil.service.errors import OverloadedError, ServiceError, StorageQuotaError
-from fbil.service.jobs_pipeline import (
-    DetectedPeople,
-    box_source,
+from fbil.model.video.stream import stream_windows
+from fbil.service.errors import ServiceError, StorageQuotaError
+from fbil.service.jobs.schemas import JobRequest
+from fbil.service.jobs.store import ANNOTATED_FILE, VIDEO_FILE, Job, JobStore, ResultsWriter
+from fbil.service.keyframes import (
+    Actor,
+    ActorSource,
+    job_plan,
+    request_options,
     run_keyframes,
-    write_annotated_video,
 )
-from fbil.service.jobs_schemas import JobRequest
-from fbil.service.jobs_store import ANNOTATED_FILE, VIDEO_FILE, Job, JobStore, ResultsWriter
+from fbil.service.outputs import write_annotated_video
+from fbil.service.schemas import KeyframeOut
 from fbil.service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0  # the worker looks for work at least this often
-RETRY_FULL_QUEUE_S = 0.02  # a job's clip refused by a full queue is offered again after this
 PURGE_EVERY_S = 60.0
 
 
@@ -191,63 +192,50 @@ class JobWorker:
             self.wake()
 
     async def _execute(self, job: Job, cancel: threading.Event) -> None:
-        state, s = self.state, self.settings
-        runtime, batcher = state.runtime, state.batcher
-        assert runtime is not None and batcher is not None
+        s, engine = self.settings, self.state.engine
+        assert engine is not None
         request = JobRequest.model_validate(job.request)
         video = self.store.job_dir(job.id) / VIDEO_FILE
-        people = None
-        if state.detector is not None:
-            people = functools.partial(
-                DetectedPeople,
-                video,
-                job.times,
-                job.done,
-                state.detector,
-                request=request,
-                width=job.width,
-                height=job.height,
-                max_boxes=s.max_boxes_per_keyframe,
-                step_s=s.track_interval_s,
-                max_frames=s.max_detect_frames,
-                limits=s.job_video_limits(),
-                tracker=job.tracker,
-                cancel=cancel,
-            )
-        boxes = box_source(request, job.width, job.height, s.max_boxes_per_keyframe, people)
+        plan = job_plan(request, job.times, s)
+        options = request_options(request, s)
+        source = ActorSource(
+            plan,
+            options,
+            detector=engine.detector,
+            max_boxes=s.max_boxes_per_keyframe,
+            tracker=job.tracker,
+            cancel=cancel,
+        )
+        windows = stream_windows(
+            video,
+            plan.times[job.done :],
+            engine.metadata.preprocess,
+            s.job_video_limits(),
+            frame_times=plan.frames[job.done :],
+            cancel=cancel,
+            ahead=s.job_max_clips_in_flight,
+        )
         writer = await asyncio.to_thread(ResultsWriter, self.store, job)
-        metrics = state.metrics
+        metrics = self.state.metrics
 
-        async def submit(clip: Tensor, rois: Tensor) -> Tensor:
-            while True:
-                try:
-                    (result,) = await batcher.submit([clip], [rois])
-                    return result.scores
-                except OverloadedError:  # /detect fills the queue: it goes first
-                    await asyncio.sleep(RETRY_FULL_QUEUE_S)
-
-        async def on_keyframe(keyframe: dict) -> None:
+        async def on_keyframe(k: int, answer: KeyframeOut, actors: Sequence[Actor]) -> None:
             self.check_space(4096)
             before = writer.size
-            await asyncio.to_thread(writer.append, keyframe, boxes.checkpoint(writer.done))
+            line = answer.model_dump(mode="json")
+            await asyncio.to_thread(writer.append, line, source.checkpoint(k))
             self.usage += writer.size - before
             metrics.job_keyframes.inc()
 
         try:
             await run_keyframes(
-                video,
-                job.times,
-                job.done,
-                runtime.metadata.preprocess,
-                s.job_video_limits(),
-                boxes,
-                submit,
+                engine,
+                windows,
+                source,
+                options,
                 on_keyframe,
-                labels=runtime.metadata.labels,
-                request=request,
+                start=job.done,
                 in_flight=s.job_max_clips_in_flight,
-                cancel=cancel,
-                executor=state.detect_pool,
+                wait_if_full=True,
             )
         finally:
             writer.close()

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fbil.service.schemas import KeyframeIn, _Strict
+from fbil.service.schemas import KeyframeRequest
 
 Output = Literal["json", "ava_csv", "video"]
 
@@ -22,31 +22,12 @@ EXAMPLE_JOB_REQUEST: dict[str, Any] = {
 }
 
 
-class JobRequest(_Strict):
-    """The ``request`` form field of ``POST /v1/jobs`` (a JSON document)."""
+class JobRequest(KeyframeRequest):
+    """The ``request`` form field of ``POST /v1/jobs`` (a JSON document): the fields of
+    ``/detect``'s request, and the files to offer."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        allow_inf_nan=False,
-        json_schema_extra={"examples": [EXAMPLE_JOB_REQUEST]},
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_JOB_REQUEST]})
 
-    keyframe_interval: float = Field(
-        1.0, ge=0.1, le=3600.0, description="seconds between keyframes (without `keyframes`)"
-    )
-    keyframes: list[KeyframeIn] | None = Field(
-        None,
-        min_length=1,
-        description="keyframes with their actor boxes, times ascending; without them: "
-        "keyframes every `keyframe_interval` s with automatic person boxes",
-    )
-    box_format: Literal["pixels", "normalized"] = "pixels"
-    top_k: int = Field(5, ge=0, description="actions listed per actor")
-    min_score: float = Field(0.0, ge=0.0, le=1.0, description="actions below are left out")
-    person_threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="automatic boxes: the person detector's minimum score"
-    )
     outputs: list[Output] = Field(
         default_factory=lambda: ["json"],
         min_length=1,

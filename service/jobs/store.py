@@ -11,7 +11,6 @@ Owners are SHA-256 digests of the API key that created the job (never the key); 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -50,11 +49,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created);
 """
-
-
-def owner_of(api_key: str | None) -> str:
-    """The owner recorded for a key: its SHA-256 (``""`` with API keys off)."""
-    return hashlib.sha256(api_key.encode()).hexdigest() if api_key else ""
 
 
 def new_job_id() -> str:

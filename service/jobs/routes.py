@@ -12,25 +12,24 @@ import asyncio
 import contextlib
 import os
 import shutil
-from typing import IO, Annotated, Any
+from typing import IO, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from fbil.model.preprocess import scaled_size
-from fbil.model.stream import keyframe_times
 from fbil.model.video import KeyframeOutOfRangeError, probe, segment_end
+from fbil.service.api.deps import Owner, get_state, ready_engine
+from fbil.service.api.openapi import error_responses, multipart_body
 from fbil.service.errors import (
     ClientDisconnectedError,
     JobNotFoundError,
     JobVideoUnavailableError,
     OverloadedError,
-    TooManyKeyframesError,
 )
 from fbil.service.form import parse_request_json, read_form
-from fbil.service.jobs_pipeline import ava_csv, box_source, job_times
-from fbil.service.jobs_schemas import (
+from fbil.service.jobs.schemas import (
     EXAMPLE_JOB_REQUEST,
     JobError,
     JobLinks,
@@ -39,18 +38,10 @@ from fbil.service.jobs_schemas import (
     JobProgress,
     JobRequest,
 )
-from fbil.service.jobs_store import ANNOTATED_FILE, VIDEO_FILE, Job, new_job_id, owner_of
-from fbil.service.jobs_worker import JobWorker
-from fbil.service.routes import (
-    BearerKey,
-    HeaderKey,
-    _errors,
-    _runtime,
-    check_input_shapes,
-    get_state,
-    multipart_body,
-    require_api_key,
-)
+from fbil.service.jobs.store import ANNOTATED_FILE, VIDEO_FILE, Job, new_job_id
+from fbil.service.jobs.worker import JobWorker
+from fbil.service.keyframes import client_actors, request_keyframes, require_detector
+from fbil.service.outputs import ava_csv
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -66,19 +57,6 @@ JOB_BODY = multipart_body(
     "JobRequest",
     EXAMPLE_JOB_REQUEST,
 )
-
-
-async def job_owner(request: Request, bearer: BearerKey, header: HeaderKey) -> str:
-    """The caller's owner tag (after :func:`require_api_key`): its key's digest."""
-    await require_api_key(request, bearer, header)
-    if not get_state(request).settings.api_key_values():
-        return ""
-    if "authorization" in request.headers:
-        return owner_of(bearer.credentials.strip() if bearer else "")
-    return owner_of(header)
-
-
-Owner = Annotated[str, Depends(job_owner)]
 
 
 def _worker(request: Request) -> JobWorker:
@@ -137,7 +115,7 @@ class _QuotaFile:
     "",
     status_code=202,
     response_model=JobOut,
-    responses=_errors(400, 401, 408, 413, 415, 422, 503, 507),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 503, 507),
     openapi_extra=JOB_BODY,
 )
 async def submit_job(request: Request, response: Response, owner: Owner) -> JobOut:
@@ -147,7 +125,7 @@ async def submit_job(request: Request, response: Response, owner: Owner) -> JobO
     `GET /v1/jobs/{id}` and read `GET /v1/jobs/{id}/results` while it runs.
     """
     state = get_state(request)
-    _runtime(state)
+    ready_engine(state)
     worker = _worker(request)
     s = state.settings
     store = worker.store
@@ -185,34 +163,26 @@ def _create(worker: JobWorker, job_id: str, owner: str, body: JobRequest, path) 
     s = worker.settings
     limits = s.job_video_limits()
     info = probe(path, limits)
-    runtime = worker.state.runtime
-    assert runtime is not None  # submit_job checked that the model is ready
-    height, width = scaled_size(info.height, info.width, runtime.metadata.preprocess.short_side)
-    check_input_shapes(runtime, [(height, width, 1)])  # before the job is queued
+    engine = worker.state.engine
+    assert engine is not None  # submit_job checked that the model is ready
+    height, width = scaled_size(info.height, info.width, engine.metadata.preprocess.short_side)
+    engine.check_input(height, width, 1)  # before the job is queued
     duration = segment_end(path, limits)
-    times = job_times(body, duration, keyframe_times(duration, body.keyframe_interval))
-    if len(times) > s.job_max_keyframes:
-        raise TooManyKeyframesError(
-            f"{len(times)} keyframes, the limit for a job is {s.job_max_keyframes}",
-            {"job_max_keyframes": s.job_max_keyframes},
-        )
-    if not times:
-        raise KeyframeOutOfRangeError(
-            f"the video ({duration:.3f} s) is shorter than half a keyframe interval"
-        )
+    times, given = request_keyframes(body, duration, s.job_max_keyframes)
     if any(b < a for a, b in zip(times, times[1:], strict=False)):
         raise KeyframeOutOfRangeError("job keyframe times must be ascending")
     for t in times:
         if not 0 <= t <= duration:
             raise KeyframeOutOfRangeError(f"keyframe time {t} s is outside 0..{duration:.3f} s")
-    detector = worker.state.detector
-    people = None if detector is None else (lambda: None)  # only checked here: nothing runs
-    box_source(body, info.width, info.height, s.max_boxes_per_keyframe, people)  # 400, 422
+    for boxes in given:  # 400 bad_box, 413 too_many_boxes now, not when the job runs
+        if boxes is not None:
+            client_actors(boxes, body.box_format, info.width, info.height, s.max_boxes_per_keyframe)
+    require_detector(body, engine.detector)  # 400 boxes_required
     request = body.model_dump(mode="json")
     return worker.store.create(job_id, owner, request, times, info.width, info.height)
 
 
-@router.get("", response_model=JobList, responses=_errors(401))
+@router.get("", response_model=JobList, responses=error_responses(401))
 async def list_jobs(request: Request, owner: Owner) -> JobList:
     """The caller's jobs, newest first."""
     worker = _worker(request)
@@ -221,14 +191,16 @@ async def list_jobs(request: Request, owner: Owner) -> JobList:
     return JobList(jobs=[_job_out(j) for j in worker.store.list(owner)])
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=_errors(401, 404), openapi_extra=JOB_ID)
+@router.get(
+    "/{job_id}", response_model=JobOut, responses=error_responses(401, 404), openapi_extra=JOB_ID
+)
 async def get_job(request: Request, owner: Owner) -> JobOut:
     """A job's state, progress (keyframes done / total), times and error."""
     return _job_out(_find(request, request.path_params["job_id"], owner))
 
 
 @router.delete(
-    "/{job_id}", response_model=JobOut, responses=_errors(401, 404), openapi_extra=JOB_ID
+    "/{job_id}", response_model=JobOut, responses=error_responses(401, 404), openapi_extra=JOB_ID
 )
 async def delete_job(request: Request, owner: Owner) -> JobOut:
     """Cancel the job if it has not finished, and delete it with its files (then 404)."""
@@ -251,7 +223,7 @@ async def delete_job(request: Request, owner: Owner) -> JobOut:
             "description": "one JSON object per keyframe in time order (a keyframe of /detect)",
             "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
         },
-        **_errors(401, 404),
+        **error_responses(401, 404),
     },
     openapi_extra=JOB_ID,
 )
@@ -271,7 +243,7 @@ async def job_results(request: Request, owner: Owner) -> StreamingResponse:
             "action_id, score, track_id; no header",
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
-        **_errors(401, 404),
+        **error_responses(401, 404),
     },
     openapi_extra=JOB_ID,
 )
@@ -296,7 +268,7 @@ async def job_results_csv(request: Request, owner: Owner) -> StreamingResponse:
             "description": "the annotated MP4: boxes, track ids and top actions drawn",
             "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
         },
-        **_errors(401, 404),
+        **error_responses(401, 404),
     },
     openapi_extra=JOB_ID,
 )
