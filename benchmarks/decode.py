@@ -1,7 +1,7 @@
 """Decode + preprocess time per keyframe, against a naive decode-everything baseline, and the
 two ways to resize a decoded frame.
 
-Run on demand: ``python benchmarks/decode.py [--repeat 3]``. Needs the real test videos
+Run on demand: ``python -m benchmarks.decode [--repeat 3]``. Needs the real test videos
 (``./scripts/fetch_test_videos.sh``). Prints markdown tables; ratios compare with the baseline
 measured in the same run, so they hold across machines better than the absolute times.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +23,9 @@ import av
 import torch
 from av.video.reformatter import VideoReformatter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.baseline import nearest_clips  # noqa: E402
-from fbil.model.preprocess import PreprocessSpec, normalize, resize, scaled_size  # noqa: E402
-from fbil.model.video import VideoLimits, decode_clips  # noqa: E402
+from benchmarks.baseline import nearest_clips
+from fbil.model.preprocess import PreprocessSpec, normalize, resize, scaled_size
+from fbil.model.video import VideoLimits, decode_clips
 
 VIDEOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "videos"
 CASES = {  # video: keyframe times for the 1- and 4-keyframe requests

@@ -1,7 +1,7 @@
 """Decoding work of the costliest request shape: a 4K clip with one key frame and keyframes
 spread over it (issue 14, item 2).
 
-Run on demand: ``python benchmarks/decode_cost.py [--video PATH]``. Makes the clip with PyAV
+Run on demand: ``python -m benchmarks.decode_cost [--video PATH]``. Makes the clip with PyAV
 (3840x2160, 59 s at 30 fps, near-static content, a single key frame; kept at ``--video`` so
 later runs reuse it), then times ``decode_clips`` for 11 keyframes 5.5 s apart, once without
 budget limits and once with the service's default limits (``Settings``), and prints the
@@ -11,7 +11,6 @@ decoded frame count, the seconds and the outcome.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,12 +18,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from fbil.model import video
-from fbil.model.preprocess import PreprocessSpec  # noqa: E402
-from fbil.model.video import decode  # noqa: E402
-from fbil.service.settings import Settings  # noqa: E402
+from fbil.model.preprocess import PreprocessSpec
+from fbil.model.video import decode
+from fbil.service.settings import Settings
 
 WIDTH, HEIGHT, FPS, SECONDS = 3840, 2160, 30, 59
 TIMES = [5.5 * k for k in range(11)]  # 0 to 55 s

@@ -7,26 +7,23 @@ call), for one keyframe and for a request's worth batched together. The action m
 bundled demo model on ONNX Runtime with one clip and the people found on the keyframe. Ratios are
 against the whole-frame detector measured in the same run.
 
-    python benchmarks/detector.py [--keyframes 1 8] [--repeats 5] [--threads N] [--device cuda]
+    python -m benchmarks.detector [--keyframes 1 8] [--repeats 5] [--threads N] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.timing import median_seconds  # noqa: E402
-from fbil.export.wrapper import random_inputs  # noqa: E402
-from fbil.model.persons import DEFAULT_THRESHOLD, DEFAULT_TILING, load_person_detector  # noqa: E402
-from fbil.model.tiles import Tiling  # noqa: E402
-from fbil.service.runtimes import load_runtime  # noqa: E402
+from benchmarks.timing import median_seconds
+from fbil.export.wrapper import random_inputs
+from fbil.model.persons import DEFAULT_THRESHOLD, DEFAULT_TILING, load_person_detector
+from fbil.model.tiles import Tiling
+from fbil.service.runtimes import load_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "model" / "data" / "demo" / "model.onnx"

@@ -18,10 +18,10 @@ Runtime rows include the copy. A runtime that cannot run here (not installed, no
 libraries missing) is listed with the reason. ``--budget-s`` bounds the model rows: cells left
 when it runs out are reported as skipped, so the run ends in time (default: about 8 minutes).
 
-    python benchmarks/gpu.py                               # GPU host, the full run
-    python benchmarks/gpu.py --device cpu --configs r101 --batches 1 --actors 8 \\
+    python -m benchmarks.gpu                               # GPU host, the full run
+    python -m benchmarks.gpu --device cpu --configs r101 --batches 1 --actors 8 \\
         --runtimes eager:fp32                             # the CPU figures of docs/performance.md
-    python benchmarks/gpu.py --smoke                       # CPU, tiny model, seconds (tests)
+    python -m benchmarks.gpu --smoke                       # CPU, tiny model, seconds (tests)
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,15 +41,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.timing import Stopwatch  # noqa: E402
-from fbil.export.check import FP16_TOLERANCE  # noqa: E402
-from fbil.export.wrapper import ExportedDetector, random_inputs  # noqa: E402
-from fbil.model import ModelMetadata, build_detector  # noqa: E402
-from fbil.model.config import BackboneConfig, FBILConfig  # noqa: E402
-from fbil.model.preprocess import PreprocessSpec  # noqa: E402
-from fbil.service.runtimes import (  # noqa: E402
+from benchmarks.timing import Stopwatch
+from fbil.export.check import FP16_TOLERANCE
+from fbil.export.wrapper import ExportedDetector, random_inputs
+from fbil.model import ModelMetadata, build_detector
+from fbil.model.config import BackboneConfig, FBILConfig
+from fbil.model.preprocess import PreprocessSpec
+from fbil.service.runtimes import (
     TENSORRT,
     RuntimeLoadError,
     TensorRTProfile,

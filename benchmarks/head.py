@@ -5,26 +5,22 @@ the clip's feature map, re-runs the feature encoder, and re-projects the cross-a
 values, using ``torch.nn.functional.multi_head_attention_forward`` (what
 ``nn.MultiheadAttention`` runs) with the same weights. Outputs are compared before timing.
 
-    python benchmarks/head.py [--actors 1 4 8 16] [--repeats 3] [--threads N]
+    python -m benchmarks.head [--actors 1 4 8 16] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.timing import median_seconds  # noqa: E402
-from fbil.model.config import HeadConfig  # noqa: E402
-from fbil.model.device import default_device  # noqa: E402
-from fbil.model.head import FBILHead, MultiheadAttention, sine_position_embedding  # noqa: E402
-from fbil.model.masks import branch_masks, foreground_cells  # noqa: E402
+from benchmarks.timing import median_seconds
+from fbil.model.config import HeadConfig
+from fbil.model.device import default_device
+from fbil.model.head import FBILHead, MultiheadAttention, sine_position_embedding
+from fbil.model.masks import branch_masks, foreground_cells
 
 
 def _mha(attn: MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor | None):

@@ -7,7 +7,7 @@ model (the one of ``benchmarks/service.py``) unless ``--model``; every keyframe 
 The RSS videos are synthetic (PyAV, 320x240, 25 fps, mpeg4), each run on a fresh process (its
 ``VmHWM``). Goals (issue 17): ratio >= 3x; 10-minute peak within 10 % of the 1-minute one.
 
-    python benchmarks/jobs.py [--model PATH] [--video tests/data/videos/vtest.avi] [--no-rss]
+    python -m benchmarks.jobs [--model PATH] [--video tests/data/videos/vtest.avi] [--no-rss]
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ from pathlib import Path
 import av
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.service import SMALL  # noqa: E402
-from fbil.client import Client  # noqa: E402
-from fbil.client.local import local_service  # noqa: E402
-from fbil.model import ModelMetadata, build_detector, save_model  # noqa: E402
-from fbil.model.video import (  # noqa: E402
+from benchmarks.service import SMALL
+from fbil.client import Client
+from fbil.client.local import local_service
+from fbil.model import ModelMetadata, build_detector, save_model
+from fbil.model.video import (
     VideoLimits,
     probe,
-    segment_end,  # noqa: E402
+    segment_end,
 )
-from fbil.model.video.stream import keyframe_times  # noqa: E402
+from fbil.model.video.stream import keyframe_times
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "videos" / "vtest.avi"

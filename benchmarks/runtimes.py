@@ -4,26 +4,23 @@ Random weights; configs ``tiny`` (R50 depth with one block a stage, D=64), ``r50
 (the paper's head). CPU here; on a GPU host pass ``--device cuda`` (ORT then uses the CUDA
 provider). Prints one table with each runtime's ratio to eager.
 
-    python benchmarks/runtimes.py [--configs tiny r50 r101] [--actors 1 4 8] [--repeats 3]
+    python -m benchmarks.runtimes [--configs tiny r50 r101] [--actors 1 4 8] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.timing import median_seconds  # noqa: E402
-from fbil import model  # noqa: E402
-from fbil.export.onnx_export import export_onnx  # noqa: E402
-from fbil.export.torchscript_export import export_torchscript  # noqa: E402
-from fbil.export.wrapper import ExportedDetector, random_inputs  # noqa: E402
-from fbil.model.config import BackboneConfig, FBILConfig, HeadConfig  # noqa: E402
+from benchmarks.timing import median_seconds
+from fbil import model
+from fbil.export.onnx_export import export_onnx
+from fbil.export.torchscript_export import export_torchscript
+from fbil.export.wrapper import ExportedDetector, random_inputs
+from fbil.model.config import BackboneConfig, FBILConfig, HeadConfig
 
 CONFIGS: dict[str, FBILConfig] = {
     "tiny": FBILConfig(

@@ -11,32 +11,29 @@ threads, as the server has them), measured in the same run right before each lev
 server (which idles meanwhile). Without ``--model`` a small random model (R50 depth with one
 block a stage, width 32, 16 frames, short side 128) is written to a temporary folder.
 
-    python benchmarks/service.py [--model PATH] [--concurrency 1 4 16] [--requests 48]
+    python -m benchmarks.service [--model PATH] [--concurrency 1 4 16] [--requests 48]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.timing import Stopwatch  # noqa: E402
-from fbil.client import Client, FBILError  # noqa: E402
-from fbil.client.local import local_service  # noqa: E402
-from fbil.model import ModelMetadata, build_detector, save_model  # noqa: E402
-from fbil.model.config import FBILConfig  # noqa: E402
-from fbil.model.preprocess import PreprocessSpec  # noqa: E402
-from fbil.model.video import decode_clips  # noqa: E402
-from fbil.service.boxes import normalize_boxes  # noqa: E402
-from fbil.service.runtimes import Runtime, load_runtime  # noqa: E402
-from fbil.service.settings import Settings  # noqa: E402
+from benchmarks.timing import Stopwatch
+from fbil.client import Client, FBILError
+from fbil.client.local import local_service
+from fbil.model import ModelMetadata, build_detector, save_model
+from fbil.model.config import FBILConfig
+from fbil.model.preprocess import PreprocessSpec
+from fbil.model.video import decode_clips
+from fbil.service.boxes import normalize_boxes
+from fbil.service.runtimes import Runtime, load_runtime
+from fbil.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "tests" / "data" / "videos" / "Megamind.avi"

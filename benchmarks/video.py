@@ -1,6 +1,6 @@
 """Bytes -> clip tensors for vtest.avi keyframes: windowed decode against decoding everything.
 
-Run on demand: ``python benchmarks/video.py [--repeat 3]``. Needs the real test videos
+Run on demand: ``python -m benchmarks.video [--repeat 3]``. Needs the real test videos
 (``./scripts/fetch_test_videos.sh``). Every method and request runs in a fresh subprocess, so
 that its peak memory is its own: the peak resident set (``VmHWM``, reset just before the call
 where the kernel allows it, else ``ru_maxrss``) minus the resident set before the call. That
@@ -43,11 +43,9 @@ from typing import Any
 import av
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.baseline import nearest_clips  # noqa: E402
-from fbil.model.preprocess import PreprocessSpec, normalize, resize, scaled_size  # noqa: E402
-from fbil.model.video import VideoLimits, decode_clips  # noqa: E402
+from benchmarks.baseline import nearest_clips
+from fbil.model.preprocess import PreprocessSpec, normalize, resize, scaled_size
+from fbil.model.video import VideoLimits, decode_clips
 
 VIDEO = Path(__file__).resolve().parents[1] / "tests" / "data" / "videos" / "vtest.avi"
 REQUESTS = {  # name: keyframe times in seconds (vtest.avi: 79.5 s, 10 fps, a key frame each 25 s)

@@ -3,7 +3,6 @@ the script a GPU host runs once does not rot between those runs."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,9 @@ def rows(lines: list[str], header: str) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def report() -> list[str]:
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks import gpu
+    from benchmarks import gpu
 
-        return gpu.main(["--smoke"]).lines
-    finally:
-        sys.path.remove(str(ROOT))
+    return gpu.main(["--smoke"]).lines
 
 
 def test_every_runtime_row_is_measured_or_says_why(report: list[str]):

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_service import FakeService
 
 from fbil.client import (
     DETECT_FIELDS,
@@ -29,6 +28,7 @@ from fbil.client import (
 )
 from fbil.service import schemas as service_schemas
 from fbil.service.errors import error_body
+from tests.support.fake_service import FakeService
 
 RESPONSE = service_schemas.DetectResponse.model_validate(service_schemas.EXAMPLE_RESPONSE)
 CARD = service_schemas.ModelCard(

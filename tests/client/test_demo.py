@@ -11,12 +11,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from fake_service import FakeService
 from PIL import Image
-from synthetic_video import BITS, encode, index_image
 
 from fbil.client import DetectResult, demo
 from fbil.client.demo import PALETTE, label_positions, main, overlays
+from tests.support.fake_service import FakeService
+from tests.support.synthetic_video import BITS, encode, index_image
 
 W, H, FRAMES = 160, 128, 60  # 2 s at 30 fps
 GREY = 128

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from serving import TINY_CONFIG
-from synthetic_video import encode
 
 from fbil.client import (
     AuthenticationError,
@@ -20,6 +18,8 @@ from fbil.client import (
 )
 from fbil.client.local import LocalServiceError, local_service
 from fbil.model import ModelMetadata, build_detector, save_model
+from tests.support.serving import TINY_CONFIG
+from tests.support.synthetic_video import encode
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,6 @@ import av
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic_video import (
-    HEIGHT,
-    SERVICE_LIMITS,
-    WIDTH,
-    encode,
-    index_image,
-    nearest_indices,
-    read_indices,
-)
 
 from fbil.model.preprocess import PreprocessSpec, resize
 from fbil.model.video import (
@@ -32,6 +23,15 @@ from fbil.model.video import (
     decode_clips,
     probe,
     sampling,
+)
+from tests.support.synthetic_video import (
+    HEIGHT,
+    SERVICE_LIMITS,
+    WIDTH,
+    encode,
+    index_image,
+    nearest_indices,
+    read_indices,
 )
 
 SPEC = PreprocessSpec()

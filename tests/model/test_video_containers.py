@@ -16,11 +16,11 @@ import av
 import numpy as np
 import pytest
 import torch
-from synthetic_video import SERVICE_LIMITS, nearest_indices
 
 from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec
 from fbil.model.video import decode, decode_clips
+from tests.support.synthetic_video import SERVICE_LIMITS, nearest_indices
 
 SPEC = PreprocessSpec(short_side=16)  # tiny clips: the frames picked are what is checked
 FPS, GOP, FRAMES = 30, 60, 240  # key frames at 0, 2, 4 and 6 s; the last frame at 7.967 s

@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic_video import (
+
+from fbil.model.preprocess import PreprocessSpec
+from fbil.model.video import decode_clips, probe
+from tests.support.synthetic_video import (
     BLUE,
     GREEN,
     RED,
@@ -26,9 +29,6 @@ from synthetic_video import (
     read_indices,
     stripe_colours,
 )
-
-from fbil.model.preprocess import PreprocessSpec
-from fbil.model.video import decode_clips, probe
 
 SPEC = PreprocessSpec()
 # mean/std far apart per channel, so a channel swap in either one shows

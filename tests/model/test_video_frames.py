@@ -8,10 +8,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from synthetic_video import HEIGHT, WIDTH, encode, index_image, read_indices
 
 from fbil.model.preprocess import PreprocessSpec, normalize, resize, scaled_size
 from fbil.model.video import KeyframeOutOfRangeError, decode_clips, read_frames
+from tests.support.synthetic_video import HEIGHT, WIDTH, encode, index_image, read_indices
 
 SPEC = PreprocessSpec()
 RAW = PreprocessSpec(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # clip values = pixel values

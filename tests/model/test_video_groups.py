@@ -12,7 +12,6 @@ from fractions import Fraction
 
 import pytest
 import torch
-from synthetic_video import SERVICE_LIMITS, encode, nearest_indices, read_indices
 
 from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec
@@ -24,6 +23,7 @@ from fbil.model.video import (
     decode,
     decode_clips,
 )
+from tests.support.synthetic_video import SERVICE_LIMITS, encode, nearest_indices, read_indices
 
 SPEC = PreprocessSpec()
 LIMITS = SERVICE_LIMITS

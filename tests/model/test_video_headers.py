@@ -14,7 +14,6 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-from synthetic_video import HEIGHT, SERVICE_LIMITS, WIDTH, encode, index_image, read_indices
 
 from fbil.model import video
 from fbil.model.preprocess import PreprocessSpec
@@ -25,6 +24,14 @@ from fbil.model.video import (
     decode,
     decode_clips,
     probe,
+)
+from tests.support.synthetic_video import (
+    HEIGHT,
+    SERVICE_LIMITS,
+    WIDTH,
+    encode,
+    index_image,
+    read_indices,
 )
 
 SPEC = PreprocessSpec()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from serving import TINY_CONFIG, TinyModel
 
 from fbil.model import ModelMetadata, build_detector, save_model
+from tests.support.serving import TINY_CONFIG, TinyModel
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from serving import TinyModel, serve
 
 from fbil.service.app import create_app
 from fbil.service.settings import PLACEHOLDER_API_KEY, Settings, SettingsError
+from tests.support.serving import TinyModel, serve
 
 pytestmark = pytest.mark.anyio
 

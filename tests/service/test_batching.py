@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from serving import TinyModel, asgi_call, detect_files, metric_value, multipart, serve
 
 from fbil.service.app import create_app
 from fbil.service.batching import Batcher
 from fbil.service.errors import OverloadedError
 from fbil.service.settings import Settings
+from tests.support.serving import TinyModel, asgi_call, detect_files, metric_value, multipart, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from serving import TinyModel, asgi_call, detect_files, multipart, serve
 
 from fbil.model.video import decode
+from tests.support.serving import TinyModel, asgi_call, detect_files, multipart, serve
 
 pytestmark = pytest.mark.anyio
 

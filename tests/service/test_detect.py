@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from serving import TinyModel, detect_files, metric_value, serve
 
 from fbil.model.video import decode_clips
 from fbil.service.boxes import normalize_boxes
+from tests.support.serving import TinyModel, detect_files, metric_value, serve
 
 pytestmark = pytest.mark.anyio
 

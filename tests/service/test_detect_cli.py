@@ -10,10 +10,10 @@ import tomllib
 from pathlib import Path
 
 import av
-from serving import TinyModel
 
 from fbil.model.video import segment_end
 from fbil.service.detect_cli import main
+from tests.support.serving import TinyModel
 
 ROOT = Path(__file__).resolve().parents[2]
 HELP = """

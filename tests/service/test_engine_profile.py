@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving import TinyModel, detect_files, serve
 
 from fbil.export.onnx_export import export_onnx
 from fbil.model.preprocess import PreprocessSpec
 from fbil.service.runtimes import InputShapes, TensorRTProfile, load_runtime
+from tests.support.serving import TinyModel, detect_files, serve
 
 TRT, CPU = "TensorrtExecutionProvider", "CPUExecutionProvider"
 # Megamind.avi is 720x528: 87x64 at the tiny model's short side 64 (aspect 1.36)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from serving import TinyModel
-
 from fbil.model.video import VideoError
 from fbil.service.app import create_app
 from fbil.service.errors import ERROR_CODES, HTTP_ERROR_CODES, ServiceError, codes_with_status
 from fbil.service.settings import Settings
+from tests.support.serving import TinyModel
 
 README = Path(__file__).parents[2] / "README.md"
 

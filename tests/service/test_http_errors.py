@@ -8,24 +8,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import TinyModel, asgi_call, detect_files, multipart, serve
 
 from fbil.service.metrics import Metrics
 from fbil.service.middleware import RequestContextMiddleware
+from tests.support.serving import (
+    GOOD,
+    TinyModel,
+    asgi_call,
+    assert_error,
+    detect_files,
+    multipart,
+    serve,
+)
 
 pytestmark = pytest.mark.anyio
-
-GOOD = {"keyframes": [{"time": 3.0, "boxes": [{"box": [100, 40, 300, 500]}]}]}
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/json"
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == code
-    assert r.headers["x-request-id"]
-    return body["error"]
 
 
 @pytest.mark.parametrize(

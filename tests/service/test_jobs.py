@@ -15,11 +15,11 @@ import av
 import httpx
 import numpy as np
 import pytest
-from serving import TinyModel
 
 from fbil.client.local import local_service
 from fbil.model.annotate import PALETTE
 from fbil.service.keyframes import keyframe_times
+from tests.support.serving import TinyModel
 
 KEY_A, KEY_B = "a" * 32, "b" * 32
 BOX = [300, 100, 380, 300]  # 768x576 vtest.avi: a pedestrian's height

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from serving import serve
 
 from fbil.export.cli import main as export_main
 from fbil.model import build_detector
 from fbil.model.checkpoint import load_model
 from fbil.model.config import ConfigError, load_config
 from fbil.model.labels import LabelMapError, ava_v22_actions, read_label_map
+from tests.support.serving import serve
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,8 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from serving import TinyModel, serve
+
+from tests.support.serving import TinyModel, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -6,10 +6,10 @@ tests/service/test_people_vtest.py)."""
 from __future__ import annotations
 
 import pytest
-from coloured_people import HEIGHT, WIDTH, ColourDetector, person_boxes, street_video
-from serving import TinyModel, detect_files, metric_value, serve
 
 from fbil.service.keyframes import keyframe_times
+from tests.support.coloured_people import HEIGHT, WIDTH, ColourDetector, person_boxes, street_video
+from tests.support.serving import TinyModel, detect_files, metric_value, serve
 
 pytestmark = pytest.mark.anyio
 

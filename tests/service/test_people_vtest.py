@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving import TinyModel, detect_files, serve
 
 from fbil.model.tracking import iou
+from tests.support.serving import TinyModel, detect_files, serve
 
 pytestmark = pytest.mark.anyio
 

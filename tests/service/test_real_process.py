@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from serving import TinyModel
 
 from fbil import model
 from fbil.client import Client
@@ -18,6 +17,7 @@ from fbil.client.local import local_service
 from fbil.export.onnx_export import export_onnx
 from fbil.model.video import VideoLimits, decode_clips
 from fbil.service.boxes import normalize_boxes
+from tests.support.serving import TinyModel
 
 LIMITS = VideoLimits(max_duration_s=90)
 PARITY = Path(__file__).resolve().parents[3] / "shared" / "reference" / "parity_tiny"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from serving import TinyModel, detect_files, serve
 
 from fbil.export.check import FP16_TOLERANCE
 from fbil.export.onnx_export import export_onnx
@@ -23,6 +22,7 @@ from fbil.service.runtimes import (
     onnx_provider_options,
 )
 from fbil.service.settings import Settings, default_model_path
+from tests.support.serving import TinyModel, detect_files, serve
 
 REQUEST = {
     "keyframes": [

@@ -10,10 +10,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
-from serving import TinyModel
 
 from fbil.service.app import create_app
 from fbil.service.settings import Settings
+from tests.support.serving import TinyModel
 
 KEY = "schemathesis-key-0123456789"
 # a bound on the run: examples per operation and mode, each request answered in milliseconds

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-from serving import TinyModel, metric_value, multipart
 
 from fbil.client.local import local_service
+from tests.support.serving import TinyModel, metric_value, multipart
 
 GRACE_S = 1.0
 # The request's 4 clips wait for a batch of 8 to fill for up to BATCH_WAIT_MS: in flight, for

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import TinyModel, multipart
 
 from fbil.client.local import LocalService, local_service
+from tests.support.serving import TinyModel, multipart
 
 MEGAMIND_REQUEST = {"keyframes": [{"time": 4.0, "boxes": [{"box": [200, 80, 420, 520]}]}]}
 LIMITS = {

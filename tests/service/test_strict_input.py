@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from serving import TinyModel, detect_files, serve
-from test_http_errors import GOOD, assert_error
+
+from tests.support.serving import GOOD, TinyModel, assert_error, detect_files, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,8 @@ import asyncio
 import json
 
 import pytest
-from serving import TinyModel, asgi_call, multipart, serve
+
+from tests.support.serving import TinyModel, asgi_call, multipart, serve
 
 pytestmark = pytest.mark.anyio
 

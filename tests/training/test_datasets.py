@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from synthetic_video import HEIGHT, WIDTH, colour_index_image, encode, read_indices
 from torchvision.io import write_png
 
 from fbil.model.labels import ava_v22
@@ -31,6 +30,7 @@ from fbil.model.training.datasets import (
     pickle_entries,
 )
 from fbil.model.training.train_config import load_train_config
+from tests.support.synthetic_video import HEIGHT, WIDTH, colour_index_image, encode, read_indices
 
 PUBLISHED = Path(__file__).resolve().parents[3] / "shared/reference/published_configs"
 # mean 0, std 1: a normalised clip holds the raw 0-255 values

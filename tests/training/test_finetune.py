@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_train import one_thread, tiny_config  # noqa: F401 (one_thread: autouse fixture)
 
 from fbil.client import Client
 from fbil.client.local import local_service
@@ -21,6 +20,7 @@ from fbil.model.training import train_cli
 from fbil.model.training.synth import generate
 from fbil.model.training.train import Trainer
 from fbil.model.training.train_config import load_train_config
+from tests.support.training import one_thread, tiny_config  # noqa: F401 (one_thread: autouse fixture)
 
 CUSTOM = {5: "slip and fall", 14: "walk about", 17: "carry a box", 64: "brawl"}
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from fractions import Fraction
 
 import numpy as np
-from synthetic_video import encode
 
 from fbil.model.persons import PersonBoxes
+from tests.support.synthetic_video import encode
 
 WIDTH, HEIGHT, FPS = 320, 160, 10
 PERSON_W, PERSON_H = 24, 60

@@ -114,3 +114,16 @@ def multipart(video: bytes, request: dict[str, Any]) -> tuple[bytes, str]:
     """A /detect multipart body and its content type."""
     built = httpx.Request("POST", "http://fbil/detect", files=detect_files(video, request))
     return built.read(), built.headers["content-type"]
+
+
+GOOD = {"keyframes": [{"time": 3.0, "boxes": [{"box": [100, 40, 300, 500]}]}]}
+
+
+def assert_error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert r.headers["x-request-id"]
+    return body["error"]

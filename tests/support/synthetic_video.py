@@ -3,8 +3,7 @@
 :func:`colour_index_image` adds colour: its bars take the top half, and the bottom half holds
 pure red, green and blue stripes whose order rotates with the index.
 
-Tests in every folder import it as ``synthetic_video``: pytest's default (prepend) import mode
-puts ``tests/`` on ``sys.path`` when it loads ``tests/conftest.py``.
+Tests in every folder import it as ``tests.support.synthetic_video``.
 """
 
 from __future__ import annotations

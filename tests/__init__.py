@@ -1,0 +1,1 @@
+"""The test suite; shared helpers are in :mod:`tests.support`."""
