@@ -2,7 +2,8 @@
 
 Usage::
 
-    fbil-detect VIDEO... --out DIR [--model PATH] [--keyframe-interval 1.0]
+    fbil-detect VIDEO... --out DIR [--model PATH] [--request REQUEST.json]
+                [--keyframe-interval 1.0]
                 [--outputs json ava_csv video] [--top-k 5] [--min-score 0]
                 [--person-threshold FBIL_PERSON_THRESHOLD]
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,12 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     parser.add_argument("--model", type=Path, help="model file (default: FBIL_MODEL_PATH's)")
+    parser.add_argument(
+        "--request",
+        type=Path,
+        help="a job's request document (JSON: keyframes with boxes, top_k, ...); the options "
+        "below override its fields",
+    )
     # unset options take the defaults of a job's request (one definition: JobRequest)
     parser.add_argument(
         "--keyframe-interval", type=float, help="seconds between keyframes (default 1.0)"
     )
     parser.add_argument(
-        "--outputs", nargs="+", choices=OUTPUTS, default=["json", "ava_csv"], help="files to write"
+        "--outputs", nargs="+", choices=OUTPUTS, help="files to write (default json ava_csv)"
     )
     parser.add_argument("--top-k", type=int, help="actions listed per person (default 5)")
     parser.add_argument("--min-score", type=float, help="actions below are left out (default 0)")
@@ -78,14 +86,7 @@ async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
     from fbil.service.errors import ServiceError
     from fbil.service.jobs.schemas import JobRequest
 
-    fields = {
-        "keyframe_interval": args.keyframe_interval,
-        "top_k": args.top_k,
-        "min_score": args.min_score,
-        "person_threshold": args.person_threshold,
-        "outputs": args.outputs,
-    }
-    request = JobRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    request = JobRequest.model_validate(_request_fields(args))
     engine = await asyncio.to_thread(Engine.load, settings)
     engine.start()
     failed = 0
@@ -114,6 +115,28 @@ async def _detect_one(engine: Engine, video: Path, out: Path, request: JobReques
             bar.update(done - bar.n)
 
         await detect_video(engine, video, out, request, on_keyframe=progress)
+
+
+def _request_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The job request's fields: ``--request``'s document, then the options given."""
+    fields: dict[str, Any] = {"outputs": ["json", "ava_csv"]}
+    if args.request is not None:
+        try:
+            document = json.loads(args.request.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"--request {args.request}: {e}") from e
+        if not isinstance(document, dict):
+            raise ValueError(f"--request {args.request}: not a JSON object")
+        fields.update(document)
+    given = {
+        "keyframe_interval": args.keyframe_interval,
+        "top_k": args.top_k,
+        "min_score": args.min_score,
+        "person_threshold": args.person_threshold,
+        "outputs": args.outputs,
+    }
+    fields.update({k: v for k, v in given.items() if v is not None})
+    return fields
 
 
 def _fail(message: str, code: int) -> int:
