@@ -16,21 +16,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fbil.model.video import probe, segment_end
-from fbil.model.video.stream import stream_windows
+from fbil.model.video import segment_end
 from fbil.service.engine import Engine
 from fbil.service.jobs.schemas import JobRequest
 from fbil.service.keyframes import (
-    Actor,
-    ActorSource,
+    Answered,
     job_plan,
     request_keyframes,
     request_options,
     require_detector,
-    run_keyframes,
+    run_video,
 )
 from fbil.service.outputs import ava_csv, write_annotated_video
-from fbil.service.schemas import KeyframeOut
 
 OUTPUT_SUFFIXES = {"json": ".jsonl", "ava_csv": ".csv", "video": ".mp4"}
 
@@ -70,41 +67,32 @@ async def detect_video(
     loop = asyncio.get_running_loop()
     started = loop.time()
     limits = s.job_video_limits()
-    info = await asyncio.to_thread(probe, video, limits)
     duration = await asyncio.to_thread(segment_end, video, limits)
     times, _ = request_keyframes(request, duration, s.job_max_keyframes)
     plan = job_plan(request, times, s)
     options = request_options(request, s)
-    source = ActorSource(
-        plan, options, detector=engine.detector, max_boxes=s.max_boxes_per_keyframe
-    )
-    windows = stream_windows(
-        video,
-        plan.times,
-        engine.metadata.preprocess,
-        limits,
-        frame_times=plan.frames,
-        ahead=s.job_max_clips_in_flight,
-    )
     lines_path = out_dir / f"{video.stem}.jsonl"
     partial = _partial(lines_path)
     with partial.open("wb") as lines:
 
-        async def write(k: int, answer: KeyframeOut, actors: Sequence[Actor]) -> None:
-            line = json.dumps(answer.model_dump(mode="json"), separators=(",", ":"))
+        async def write(done: Answered) -> None:
+            line = json.dumps(done.answer.model_dump(mode="json"), separators=(",", ":"))
             lines.write(line.encode() + b"\n")
             if on_keyframe is not None:
-                on_keyframe(k + 1, len(plan.times))
+                on_keyframe(done.index + 1, len(plan.times))
 
-        await run_keyframes(
+        report = await run_video(
             engine,
-            windows,
-            source,
+            video,
+            plan,
             options,
             write,
+            limits=limits,
             in_flight=s.job_max_clips_in_flight,
             wait_if_full=True,
         )
+    info = report.video
+    assert info is not None  # a video has at least one keyframe
     written = []
     if "ava_csv" in request.outputs:
         csv_path = out_dir / f"{video.stem}.csv"

@@ -24,6 +24,7 @@ import threading
 import time as clock
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,8 +33,8 @@ import numpy as np
 from fbil.model.labels import LabelMap
 from fbil.model.persons import PersonBoxes, PersonDetector
 from fbil.model.tracking import DetectCancelledError, Tracker, plan_frames, tracker_for
-from fbil.model.video import KeyframeOutOfRangeError, VideoInfo
-from fbil.model.video.stream import Window
+from fbil.model.video import KeyframeOutOfRangeError, Source, VideoInfo, VideoLimits
+from fbil.model.video.stream import Window, stream_windows
 from fbil.service.boxes import normalize_boxes
 from fbil.service.errors import BoxesRequiredError, TooManyKeyframesError
 from fbil.service.schemas import ActionOut, ActorOut, BoxIn, KeyframeOut, KeyframeRequest
@@ -377,8 +378,20 @@ class RunReport:
         return sum(self.batches.values())
 
 
-OnKeyframe = Callable[[int, KeyframeOut, Sequence[Actor]], Awaitable[None]]
-"""Called with a keyframe's index in the plan, its answer and its actors, in time order."""
+@dataclass(frozen=True)
+class Answered:
+    """A keyframe done: its ``index`` in the plan, its ``answer``, its ``actors`` and the
+    tracker's state right after it (``tracker``: what a run resumed after it starts from;
+    None when it detected nobody)."""
+
+    index: int
+    answer: KeyframeOut
+    actors: Sequence[Actor]
+    tracker: dict[str, Any] | None
+
+
+OnKeyframe = Callable[[Answered], Awaitable[None]]
+"""Called with each keyframe done, in time order."""
 
 
 async def run_keyframes(
@@ -432,7 +445,7 @@ async def run_keyframes(
         answer = keyframe_answer(
             window.clip.time, actors, None if scored is None else scored.scores, labels, options
         )
-        await on_keyframe(k, answer, actors)
+        await on_keyframe(Answered(k, answer, actors, source.checkpoint(k)))
 
     k = start
     try:
@@ -457,6 +470,55 @@ async def run_keyframes(
         if close is not None:
             await asyncio.to_thread(close)
     return timing
+
+
+async def run_video(
+    engine: Engine,
+    video: Source,
+    plan: KeyframePlan,
+    options: KeyframeOptions,
+    on_keyframe: OnKeyframe,
+    *,
+    limits: VideoLimits,
+    in_flight: int,
+    wait_if_full: bool,
+    start: int = 0,
+    tracker: dict[str, Any] | None = None,
+    cancel: threading.Event | None = None,
+    executor: Executor | None = None,
+) -> RunReport:
+    """Run the keyframes ``start:`` of ``plan`` over the file or bytes ``video``: one pass
+    (:func:`~fbil.model.video.stream.stream_windows`, on ``executor`` or a thread of its own),
+    an :class:`ActorSource` (its tracker from the state ``tracker`` when resuming) and
+    :func:`run_keyframes`. What ``/detect``, a job and ``fbil-detect`` each run."""
+    source = ActorSource(
+        plan,
+        options,
+        detector=engine.detector,
+        max_boxes=engine.settings.max_boxes_per_keyframe,
+        tracker=tracker,
+        cancel=cancel,
+    )
+    windows = stream_windows(
+        video,
+        plan.times[start:],
+        engine.metadata.preprocess,
+        limits,
+        frame_times=plan.frames[start:],
+        cancel=cancel,
+        ahead=in_flight,
+        executor=executor,
+    )
+    return await run_keyframes(
+        engine,
+        windows,
+        source,
+        options,
+        on_keyframe,
+        start=start,
+        in_flight=in_flight,
+        wait_if_full=wait_if_full,
+    )
 
 
 def request_options(body: KeyframeRequest, settings: Settings) -> KeyframeOptions:

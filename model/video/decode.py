@@ -108,7 +108,8 @@ def demuxed(container, stream: av.VideoStream, budget: Budget) -> Iterator[av.Pa
     try:
         for packet in container.demux(stream):
             budget.check()
-            _counted(0)
+            if packet.size:  # not the empty packet that ends the stream
+                _counted(0)
             yield packet
     except av.FFmpegError:  # damaged container: stop reading, flush what the decoder holds
         yield None

@@ -7,29 +7,27 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from starlette.requests import ClientDisconnect
 
 from fbil.model.video import segment_end
-from fbil.model.video.stream import stream_windows
 from fbil.service.api.deps import admit, get_state, ready_engine, require_api_key
 from fbil.service.api.openapi import error_responses, multipart_body
 from fbil.service.engine import Engine
 from fbil.service.errors import ClientDisconnectedError
 from fbil.service.form import read_detect_form
 from fbil.service.keyframes import (
-    Actor,
-    ActorSource,
+    Answered,
     RunReport,
     needs_end,
     plan_from_settings,
     request_keyframes,
     request_options,
     require_detector,
-    run_keyframes,
+    run_video,
 )
 from fbil.service.schemas import (
     EXAMPLE_REQUEST,
@@ -113,28 +111,24 @@ async def answer_segment(
     times, given = request_keyframes(body, end, s.max_keyframes)
     plan = plan_from_settings(times, given, s, whole_video=False)
     options = request_options(body, s)
-    source = ActorSource(
-        plan, options, detector=engine.detector, max_boxes=s.max_boxes_per_keyframe, cancel=cancel
-    )
-    windows = stream_windows(
-        data,
-        plan.times,
-        engine.metadata.preprocess,
-        limits,
-        frame_times=plan.frames,
-        cancel=cancel,
-        ahead=len(plan.times),
-        executor=engine.decode_pool,
-    )
     answers: list[KeyframeOut | None] = [None] * len(plan.times)
 
-    async def collect(k: int, answer: KeyframeOut, actors: Sequence[Actor]) -> None:
-        answers[plan.order[k]] = answer
-        if plan.given[k] is None:
-            metrics.people.observe(len(actors))
+    async def collect(done: Answered) -> None:
+        answers[plan.order[done.index]] = done.answer
+        if plan.given[done.index] is None:
+            metrics.people.observe(len(done.actors))
 
-    report = await run_keyframes(
-        engine, windows, source, options, collect, in_flight=len(plan.times)
+    report = await run_video(  # every keyframe at once: their clips batch together
+        engine,
+        data,
+        plan,
+        options,
+        collect,
+        limits=limits,
+        in_flight=len(plan.times),
+        wait_if_full=False,
+        cancel=cancel,
+        executor=engine.decode_pool,
     )
     assert report.video is not None and all(a is not None for a in answers)
     _observe(state, report, end_s, plan.detects, answers)  # type: ignore[arg-type]

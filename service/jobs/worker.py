@@ -10,24 +10,15 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fbil.model.tracking import DetectCancelledError
 from fbil.model.video import DecodeCancelledError, VideoError
-from fbil.model.video.stream import stream_windows
 from fbil.service.errors import ServiceError, StorageQuotaError
 from fbil.service.jobs.schemas import JobRequest
 from fbil.service.jobs.store import ANNOTATED_FILE, VIDEO_FILE, Job, JobStore, ResultsWriter
-from fbil.service.keyframes import (
-    Actor,
-    ActorSource,
-    job_plan,
-    request_options,
-    run_keyframes,
-)
+from fbil.service.keyframes import Answered, job_plan, request_options, run_video
 from fbil.service.outputs import write_annotated_video
-from fbil.service.schemas import KeyframeOut
 from fbil.service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -198,44 +189,30 @@ class JobWorker:
         video = self.store.job_dir(job.id) / VIDEO_FILE
         plan = job_plan(request, job.times, s)
         options = request_options(request, s)
-        source = ActorSource(
-            plan,
-            options,
-            detector=engine.detector,
-            max_boxes=s.max_boxes_per_keyframe,
-            tracker=job.tracker,
-            cancel=cancel,
-        )
-        windows = stream_windows(
-            video,
-            plan.times[job.done :],
-            engine.metadata.preprocess,
-            s.job_video_limits(),
-            frame_times=plan.frames[job.done :],
-            cancel=cancel,
-            ahead=s.job_max_clips_in_flight,
-        )
         writer = await asyncio.to_thread(ResultsWriter, self.store, job)
         metrics = self.state.metrics
 
-        async def on_keyframe(k: int, answer: KeyframeOut, actors: Sequence[Actor]) -> None:
+        async def on_keyframe(done: Answered) -> None:
             self.check_space(4096)
             before = writer.size
-            line = answer.model_dump(mode="json")
-            await asyncio.to_thread(writer.append, line, source.checkpoint(k))
+            line = done.answer.model_dump(mode="json")
+            await asyncio.to_thread(writer.append, line, done.tracker)
             self.usage += writer.size - before
             metrics.job_keyframes.inc()
 
         try:
-            await run_keyframes(
+            await run_video(
                 engine,
-                windows,
-                source,
+                video,
+                plan,
                 options,
                 on_keyframe,
-                start=job.done,
+                limits=s.job_video_limits(),
                 in_flight=s.job_max_clips_in_flight,
                 wait_if_full=True,
+                start=job.done,
+                tracker=job.tracker,
+                cancel=cancel,
             )
         finally:
             writer.close()
