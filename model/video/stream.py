@@ -190,21 +190,20 @@ class WindowStream(Iterator[Window]):
         ahead: int,
         executor: Executor | None,
     ) -> None:
+        self._pass = (source, times, groups, spec, limits)
         self._out: queue.Queue[object] = queue.Queue(maxsize=max(1, ahead))
-        self._cancel = cancel
         self._stop = _Cancel(cancel)
         self._ended = not times
         self._finished: Callable[[], object] = lambda: None
         if self._ended:
             return
-        args = (source, times, groups, spec, limits)
         if executor is None:
-            thread = threading.Thread(target=self._produce, args=args, name="fbil-stream")
+            thread = threading.Thread(target=self._produce, name="fbil-stream")
             thread.daemon = True
             thread.start()
             self._finished = thread.join
         else:
-            self._finished = executor.submit(self._produce, *args).result
+            self._finished = executor.submit(self._produce).result
 
     def _put(self, item: object) -> None:
         while True:
@@ -216,14 +215,8 @@ class WindowStream(Iterator[Window]):
             except queue.Full:
                 continue
 
-    def _produce(
-        self,
-        source: Source,
-        times: list[float],
-        groups: list[tuple[float, ...]],
-        spec: PreprocessSpec,
-        limits: VideoLimits,
-    ) -> None:
+    def _produce(self) -> None:
+        source, times, groups, spec, limits = self._pass
         emitted = [0]
         clip_convert, frame_convert = ClipConverter(spec), DisplayConverter()
 
