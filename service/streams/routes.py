@@ -1,0 +1,105 @@
+"""HTTP routes of live streams: ``/v1/streams`` (create, list), ``/v1/streams/{id}`` (state,
+stop and delete) and ``/v1/streams/{id}/events`` (Server-Sent Events).
+
+Same keys and error shape as ``/detect``. With API keys on, a stream belongs to the key that
+created it: any other key gets 404 ``stream_not_found``, as for an id that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from fbil.service.api.deps import Owner, get_state, ready_engine
+from fbil.service.api.openapi import error_responses
+from fbil.service.streams.events import last_event_id
+from fbil.service.streams.registry import StreamRegistry
+from fbil.service.streams.schemas import StreamList, StreamOut, StreamRequest
+
+router = APIRouter(prefix="/v1/streams", tags=["streams"])
+
+STREAM_ID: dict[str, Any] = {
+    "parameters": [
+        {"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+}
+
+
+def registry(request: Request) -> StreamRegistry:
+    return request.app.state.streams
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=StreamOut,
+    responses=error_responses(400, 401, 403, 429, 503),
+)
+async def create_stream(
+    body: StreamRequest, request: Request, response: Response, owner: Owner
+) -> StreamOut:
+    """Watch a live source (JSON, see **StreamRequest**): answers 201 at once with the
+    stream's id (`Location`); its keyframes and rule events come from
+    `GET /v1/streams/{id}/events` as Server-Sent Events."""
+    state = get_state(request)
+    ready_engine(state)
+    stream = registry(request).create(owner, body)
+    response.headers["Location"] = f"/v1/streams/{stream.id}"
+    return stream.out()
+
+
+@router.get("", response_model=StreamList, responses=error_responses(401))
+async def list_streams(request: Request, owner: Owner) -> StreamList:
+    """The caller's streams, newest first (stopped and failed ones for a while)."""
+    return StreamList(streams=[s.out() for s in registry(request).list(owner)])
+
+
+@router.get(
+    "/{stream_id}",
+    response_model=StreamOut,
+    responses=error_responses(401, 404),
+    openapi_extra=STREAM_ID,
+)
+async def get_stream(request: Request, owner: Owner) -> StreamOut:
+    """A stream's state, lag, keyframes answered and dropped, reconnects and last error."""
+    return registry(request).get(request.path_params["stream_id"], owner).out()
+
+
+@router.delete(
+    "/{stream_id}",
+    response_model=StreamOut,
+    responses=error_responses(401, 404),
+    openapi_extra=STREAM_ID,
+)
+async def delete_stream(request: Request, owner: Owner) -> StreamOut:
+    """Stop the stream, close its source and forget it (then 404)."""
+    stream = await registry(request).delete(request.path_params["stream_id"], owner)
+    return stream.out()
+
+
+@router.get(
+    "/{stream_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-Sent Events: `keyframe` (a keyframe of /detect with "
+            "`stream_time` and `wall_time`), `rule` (`action_started` / `action_ended`), "
+            "`state`; `id:` lines for `Last-Event-ID`",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(401, 404),
+    },
+    openapi_extra=STREAM_ID,
+)
+async def stream_events(request: Request, owner: Owner) -> StreamingResponse:
+    """The stream's events as they happen; with `Last-Event-ID` (or `?last_event_id=`) from
+    the one after it, while the stream still holds it. Ends when the stream stops."""
+    stream = registry(request).get(request.path_params["stream_id"], owner)
+    header = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    return StreamingResponse(
+        stream.events.follow(last_event_id(header)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
