@@ -271,3 +271,25 @@ def test_bad_requests_and_limits(client: httpx.Client):
     assert r.status_code == 429 and r.json()["error"]["details"] == {"max_streams": 3}
     for s in client.get("/v1/streams", headers=BOB).json()["streams"]:
         client.delete(f"/v1/streams/{s['id']}", headers=BOB)
+
+
+def test_the_python_client_creates_follows_and_stops_a_stream(base: str, live_ts: Path):
+    from fbil.client import Client, FBILError
+
+    with LiveSource(live_ts) as source, Client(base, api_key=ALICE["X-API-Key"]) as fbil:
+        created = fbil.create_stream(source.url, keyframe_interval=0.5, top_k=2)
+        assert [s["id"] for s in fbil.streams()] == [created["id"]]
+        got = []
+        for event in fbil.stream_events(created["id"]):
+            got.append(event)
+            if sum(e.kind == "keyframe" for e in got) == 3:
+                break
+        assert [e.id for e in got] == list(range(1, len(got) + 1))
+        assert got[-1].kind == "keyframe" and "actors" in got[-1].data
+        # resuming from an id gives the events after it
+        resumed = next(iter(fbil.stream_events(created["id"], last_event_id=got[-2].id)))
+        assert resumed == got[-1]
+        assert fbil.stop_stream(created["id"])["state"] == "stopped"
+        with pytest.raises(FBILError) as e:
+            fbil.stream(created["id"])
+        assert e.value.code == "stream_not_found"
