@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from fbil.service.api.deps import require_api_key_unless
 from fbil.service.schemas import DetectRequest
+from fbil.service.streams.schemas import StreamRequest
 
 OPENAPI_URL = "/openapi.json"
 ASSETS_URL = "/docs-assets"
@@ -34,10 +35,11 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     form field (its ``request`` part refers to it with ``contentSchema``)."""
     document = FastAPI.openapi(app)  # cached by FastAPI
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    if "DetectRequest" not in schemas:
-        schema = DetectRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas["DetectRequest"] = schema
+    for model in (DetectRequest, StreamRequest):  # JSON bodies read by the routes themselves
+        if model.__name__ not in schemas:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[model.__name__] = schema
     return document
 
 

@@ -14,6 +14,8 @@ from fastapi.responses import StreamingResponse
 
 from fbil.service.api.deps import Owner, get_state, ready_engine
 from fbil.service.api.openapi import error_responses
+from fbil.service.errors import RequestJSONTooLargeError
+from fbil.service.form import parse_request_json
 from fbil.service.streams.events import last_event_id
 from fbil.service.streams.registry import StreamRegistry
 from fbil.service.streams.schemas import StreamList, StreamOut, StreamRequest
@@ -25,6 +27,13 @@ STREAM_ID: dict[str, Any] = {
         {"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}
     ]
 }
+# the body is read by the route (strict JSON, the error codes of /detect's request part)
+STREAM_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StreamRequest"}}},
+    }
+}
 
 
 def registry(request: Request) -> StreamRegistry:
@@ -35,16 +44,21 @@ def registry(request: Request) -> StreamRegistry:
     "",
     status_code=201,
     response_model=StreamOut,
-    responses=error_responses(400, 401, 403, 429, 503),
+    responses=error_responses(400, 401, 403, 413, 429, 503),
+    openapi_extra=STREAM_BODY,
 )
-async def create_stream(
-    body: StreamRequest, request: Request, response: Response, owner: Owner
-) -> StreamOut:
+async def create_stream(request: Request, response: Response, owner: Owner) -> StreamOut:
     """Watch a live source (JSON, see **StreamRequest**): answers 201 at once with the
     stream's id (`Location`); its keyframes and rule events come from
     `GET /v1/streams/{id}/events` as Server-Sent Events."""
     state = get_state(request)
     ready_engine(state)
+    raw = await request.body()
+    if len(raw) > state.settings.max_request_json_bytes:
+        raise RequestJSONTooLargeError(
+            f"the request is over {state.settings.max_request_json_bytes} bytes"
+        )
+    body = parse_request_json(raw, StreamRequest)
     stream = registry(request).create(owner, body)
     response.headers["Location"] = f"/v1/streams/{stream.id}"
     return stream.out()
