@@ -319,9 +319,9 @@ class StreamRegistry:
                     actor.pop("scores", None)
             stream_time = round(answer.time, 3)
             wall = round(started_wall + keyframe_time, 3)
-            data.update(stream_time=stream_time, wall_time=wall)
             stream.keyframes += 1
             stream.lag_s = max(now - arrived, 0.0)
+            data.update(stream_time=stream_time, wall_time=wall, lag_s=round(stream.lag_s, 3))
             metrics.stream_keyframes.inc()
             metrics.stream_lag.observe(stream.lag_s)
             if windows.dropped > dropped_seen:
