@@ -61,7 +61,8 @@ def ffmpeg_options(scheme: str, options: SourceOptions) -> dict[str, str]:
 def classify(error: BaseException) -> SourceProblem:
     """A connection's failure as a ``last_error`` code (the URL is left out: it may hold
     credentials)."""
-    if isinstance(error, av.error.TimeoutError | TimeoutError) or "timed out" in str(error):
+    # ExitError: PyAV's own timeout (its interrupt callback) ended a read or an open
+    if isinstance(error, av.error.TimeoutError | av.error.ExitError | TimeoutError):
         return SourceProblem("source_timeout", "the source sent nothing in time")
     if isinstance(error, av.error.ConnectionRefusedError | ConnectionRefusedError):
         return SourceProblem("source_unreachable", "the source refused the connection")

@@ -206,6 +206,18 @@ def test_a_source_that_comes_back_keeps_the_track_ids(client: httpx.Client, live
         source.kill()
 
 
+def test_a_stalled_source_is_dropped_after_the_read_timeout(client: httpx.Client, live_ts: Path):
+    with LiveSource(live_ts) as source:
+        sid = client.post("/v1/streams", json={"url": source.url}).json()["id"]
+        wait_state(client, sid, "running")
+        source.pause()  # connected, silent
+        got = events(client, sid, lambda g: g[-1][1] == "state" and g[-1][2]["state"] != "running")
+    assert got[-1][2] == {
+        "state": "reconnecting",
+        "error": {"code": "source_timeout", "message": "the source sent nothing in time"},
+    }
+
+
 def test_a_source_faster_than_the_model_drops_windows_not_memory(
     client: httpx.Client, live_ts: Path
 ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -95,10 +96,16 @@ class LiveSource:
             time.sleep(0.05)
         raise RuntimeError("ffmpeg did not listen")
 
+    def pause(self) -> None:
+        """Stall the source: connected, sending nothing (SIGSTOP) until :meth:`kill`."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
     def kill(self) -> None:
         """Take the source down (a camera switched off) until :meth:`start`."""
         self._running = False
         if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
             self._proc.kill()
         if self._thread is not None:
             self._thread.join(5)
