@@ -224,3 +224,61 @@ def test_last_event_id_header():
     assert last_event_id(None) == 0
     assert last_event_id("nonsense") == 0
     assert last_event_id("-3") == 0
+
+
+# --------------------------------------------------------------------------- live windows
+
+
+def _frames(n: int, fps: float = 10.0, start: float = 0.0):
+    import av
+
+    for i in range(n):
+        pixels = np.full((48, 64, 3), i % 256, np.uint8)
+        yield start + i / fps, av.VideoFrame.from_ndarray(pixels, format="rgb24")
+
+
+def test_live_windows_keep_only_the_newest_window_and_count_the_rest():
+    from fbil.model.preprocess import PreprocessSpec
+    from fbil.model.video.stream import LiveWindows
+
+    spec = PreprocessSpec(num_frames=4, frame_interval=2, short_side=32)
+    windows = LiveWindows(spec, 0.5, step_s=0.25, max_frames_per_gap=8, clock=lambda: 0.0)
+    for t, frame in _frames(60):  # 6 s at 10 fps, nobody taking windows
+        windows.push(t, frame)
+    assert windows.made >= 10 and windows.dropped == windows.made - 1
+    newest = next(windows)
+    assert windows.taken.get_nowait() == (newest.clip.time, 0.0)  # (time, its arrival)
+    # keyframes every 0.5 s from the first whose clip starts at the first frame
+    first = -(spec.sample_offsets()[0] - spec.frame_interval / spec.base_fps / 2)
+    assert newest.clip.time == pytest.approx(first + 0.5 * (windows.made - 1))
+    assert newest.clip.clip.shape[:2] == (3, 4)
+    # detector frames since the keyframe before, at most 0.25 s apart, the last at the keyframe
+    looked = [f.time for f in newest.frames]
+    assert len(looked) == 2 and looked[-1] == pytest.approx(newest.clip.time, abs=0.05)
+    windows.end()
+    with pytest.raises(StopIteration):
+        next(windows)
+
+
+def test_live_windows_start_again_after_a_reconnect():
+    from fbil.model.preprocess import PreprocessSpec
+    from fbil.model.video.stream import LiveWindows
+
+    spec = PreprocessSpec(num_frames=4, frame_interval=2, short_side=32)
+    windows = LiveWindows(spec, 0.5)
+    got = []
+    for t, frame in _frames(12):
+        windows.push(t, frame)
+        if windows.made > len(got):
+            got.append(next(windows).clip.time)
+    windows.restart()  # the source came back 5 s later: keyframes anew from its first frame
+    for t, frame in _frames(12, start=6.0):
+        windows.push(t, frame)
+        if windows.made > len(got):
+            got.append(next(windows).clip.time)
+    assert all(b > a for a, b in zip(got, got[1:], strict=False))
+    resumed = [t for t in got if t > 6.0]
+    assert resumed and resumed[0] - 6.0 == pytest.approx(got[0], abs=1e-6)
+    windows.fail(RuntimeError("gone"))
+    with pytest.raises(RuntimeError, match="gone"):
+        next(windows)
