@@ -9,7 +9,8 @@ by the ``ffmpeg`` command line at its own frame rate (``-re``), as a camera send
 in-process on uvicorn; each stream's events are read as SSE; ``lag_s`` of a keyframe is its
 answer time minus the arrival of its window's last frame.
 
-    python -m benchmarks.streams [--seconds 20] [--sources 1 2 4] [--interval 1.0] [--model PATH]
+    python -m benchmarks.streams [--seconds 20] [--sources 1 2 4] [--interval 1.0]
+                                 [--track-interval S] [--model PATH]
 """
 
 from __future__ import annotations
@@ -70,13 +71,14 @@ def run(base: str, ts: Path, sources: int, seconds: float, interval: float) -> d
         ]
         for t in readers:
             t.start()
-        time.sleep(seconds / 4)  # warmed up: the first keyframes allocate what is reused
-        rss_before = rss_mib()
+        rss = []  # sampled 8 times a run
+        while any(t.is_alive() for t in readers):
+            time.sleep(seconds / 8)
+            rss.append(rss_mib())
         for t in readers:
             t.join()
         elapsed = time.monotonic() - began
         outs = [client.get(f"/v1/streams/{i}").json() for i in ids]
-        rss_after = rss_mib()
         for i in ids:
             client.delete(f"/v1/streams/{i}")
     finally:
@@ -93,7 +95,9 @@ def run(base: str, ts: Path, sources: int, seconds: float, interval: float) -> d
         "p90": float(np.percentile(every, 90)),
         "p99": float(np.percentile(every, 99)),
         "dropped": dropped / max(answered + dropped, 1),
-        "rss": rss_after - rss_before,
+        # warmed up at a quarter: the first keyframes allocate what later ones reuse
+        "rss_q": rss[-1] - rss[len(rss) // 4],
+        "rss_h": rss[-1] - rss[len(rss) // 2],
     }
 
 
@@ -103,9 +107,13 @@ def main() -> None:
     parser.add_argument("--sources", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--interval", type=float, default=1.0, help="keyframe_interval (s)")
     parser.add_argument("--model", type=Path, default=None, help="default: the demo model")
+    parser.add_argument(
+        "--track-interval", type=float, default=None, help="FBIL_TRACK_INTERVAL_S (0.25)"
+    )
     args = parser.parse_args()
     settings = Settings(
         model_path=args.model,
+        **({} if args.track_interval is None else {"track_interval_s": args.track_interval}),
         stream_allowed_hosts=["127.0.0.1"],
         max_streams=max(args.sources),
         max_streams_per_key=max(args.sources),
@@ -115,13 +123,20 @@ def main() -> None:
         ts = transcode_ts(VTEST, Path(folder) / "vtest.ts", 79)
         rows = [run(base, ts, n, args.seconds, args.interval) for n in args.sources]
     first = rows[0]["kf_s"]
-    print(f"keyframe_interval {args.interval} s, {args.seconds:g} s per run")
-    print("| sources | keyframes/s | vs 1 | lag p50 | lag p90 | lag p99 | dropped | RSS growth |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"keyframe_interval {args.interval} s, FBIL_TRACK_INTERVAL_S {settings.track_interval_s}, "
+        f"{args.seconds:g} s per run"
+    )
+    print(
+        "| sources | keyframes/s | vs 1 | lag p50 | lag p90 | lag p99 | dropped "
+        "| RSS growth, last 3/4 | last 1/2 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['sources']} | {r['kf_s']:.2f} | {r['kf_s'] / first:.2f}x | {r['p50']:.2f} s "
-            f"| {r['p90']:.2f} s | {r['p99']:.2f} s | {r['dropped']:.0%} | {r['rss']:+.0f} MiB |"
+            f"| {r['p90']:.2f} s | {r['p99']:.2f} s | {r['dropped']:.0%} | {r['rss_q']:+.0f} MiB "
+            f"| {r['rss_h']:+.0f} MiB |"
         )
 
 
