@@ -148,11 +148,14 @@ class StreamRegistry:
             if not s.finished and (owner is None or s.owner == owner)
         ]
 
-    def create(self, owner: str, body: StreamRequest) -> Stream:
+    async def create(self, owner: str, body: StreamRequest) -> Stream:
         """Check the request (URL policy, limits, rules) and start the stream."""
         s, engine = self.settings, self.state.engine
         assert engine is not None  # the route checked readiness
-        source = check_url(body.url, s.stream_allowed_schemes, s.stream_allowed_hosts)
+        # (in a thread: a host name is resolved)
+        source = await asyncio.to_thread(
+            check_url, body.url, s.stream_allowed_schemes, s.stream_allowed_hosts
+        )
         if engine.detector is None:
             raise BoxesRequiredError(
                 "streams find people with the person detector, which is off (FBIL_DETECTOR=none)"

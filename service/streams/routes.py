@@ -59,7 +59,7 @@ async def create_stream(request: Request, response: Response, owner: Owner) -> S
             f"the request is over {state.settings.max_request_json_bytes} bytes"
         )
     body = parse_request_json(raw, StreamRequest)
-    stream = registry(request).create(owner, body)
+    stream = await registry(request).create(owner, body)
     response.headers["Location"] = f"/v1/streams/{stream.id}"
     return stream.out()
 
