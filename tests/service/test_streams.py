@@ -137,11 +137,15 @@ def test_keyframes_arrive_live_with_stable_track_ids_and_resume(
                 assert len(actor["box"]) == 4 and 0 <= actor["box"][0] < actor["box"][2] <= 768
                 assert 1 <= len(actor["actions"]) <= 3 and "scores" not in actor
         # the pedestrians keep their ids from keyframe to keyframe
+        # the pedestrians keep their ids from keyframe to keyframe (also across windows
+        # dropped on a busy machine): one id is on nearly every keyframe, and ids are reused,
+        # not new ones each keyframe
         ids = [{a["track_id"] for a in k["actors"]} for k in frames]
-        assert sum(len(a) for a in ids) >= 8
-        kept = [len(a & b) / max(len(a | b), 1) for a, b in zip(ids, ids[1:], strict=False)]
-        assert sum(kept) / len(kept) >= 0.5, ids
-        assert max(max(a) for a in ids if a) <= 3 * max(len(a) for a in ids)
+        detections = sum(len(a) for a in ids)
+        assert detections >= 16, ids
+        most = max(sum(i in a for a in ids) for i in set().union(*ids))
+        assert most >= len(frames) - 2, ids
+        assert max(max(a) for a in ids if a) <= detections / 2, ids
 
         out = client.get(f"/v1/streams/{sid}").json()
         assert out["state"] == "running" and out["keyframes"] >= 8
