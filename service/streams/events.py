@@ -18,14 +18,19 @@ KEEPALIVE_S = 15.0  # an SSE comment this often keeps proxies from closing an id
 
 @dataclass(frozen=True)
 class Event:
-    id: int
+    id: int | None  # None: a gap (events no longer held)
     kind: str  # keyframe | rule | state | gap
     data: dict[str, Any]
 
     def sse(self) -> str:
         """The event as SSE text (one ``data`` line: JSON has no newline)."""
         text = json.dumps(self.data, separators=(",", ":"), allow_nan=False)
-        return f"id: {self.id}\nevent: {self.kind}\ndata: {text}\n\n"
+        line = "" if self.id is None else f"id: {self.id}\n"
+        return f"{line}event: {self.kind}\ndata: {text}\n\n"
+
+    def message(self) -> dict[str, Any]:
+        """The event as a WebSocket message: ``{"id", "event", "data"}``."""
+        return {"id": self.id, "event": self.kind, "data": self.data}
 
 
 class EventLog:
@@ -57,25 +62,32 @@ class EventLog:
         """The events held with an id above ``last_id``."""
         return [e for e in self.events if e.id > last_id]
 
-    async def follow(self, last_id: int, keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[str]:
-        """SSE text from the event after ``last_id`` on, as events come, until the log is
-        closed and read to its end."""
+    async def watch(
+        self, last_id: int, keepalive_s: float = KEEPALIVE_S
+    ) -> AsyncIterator[Event | None]:
+        """The events after ``last_id`` as they come (first a ``gap`` event, without id, when
+        some are no longer held), None after each ``keepalive_s`` without one, until the log
+        is closed and read to its end."""
         first = self.events[0].id if self.events else self.last_id + 1
         if last_id + 1 < first and last_id < self.last_id:
-            missed = first - last_id - 1
-            yield f"event: gap\ndata: {json.dumps({'missed': missed})}\n\n"
-        yield "retry: 1000\n\n"
+            yield Event(None, "gap", {"missed": first - last_id - 1})
         while True:
             changed = self._changed
             for event in self.after(last_id):
-                last_id = event.id
-                yield event.sse()
+                last_id = event.id  # type: ignore[assignment]
+                yield event
             if self.closed:
                 return
             try:
                 await asyncio.wait_for(changed.wait(), keepalive_s)
             except TimeoutError:
-                yield ": keep-alive\n\n"
+                yield None
+
+    async def follow(self, last_id: int, keepalive_s: float = KEEPALIVE_S) -> AsyncIterator[str]:
+        """:meth:`watch` as Server-Sent Events text (a comment to keep the connection)."""
+        yield "retry: 1000\n\n"
+        async for event in self.watch(last_id, keepalive_s):
+            yield ": keep-alive\n\n" if event is None else event.sse()
 
 
 def last_event_id(header: str | None) -> int:

@@ -1,5 +1,6 @@
 """HTTP routes of live streams: ``/v1/streams`` (create, list), ``/v1/streams/{id}`` (state,
-stop and delete) and ``/v1/streams/{id}/events`` (Server-Sent Events).
+stop and delete), ``/v1/streams/{id}/events`` (Server-Sent Events) and ``/v1/streams/{id}/ws``
+(the same events as WebSocket messages).
 
 Same keys and error shape as ``/detect``. With API keys on, a stream belongs to the key that
 created it: any other key gets 404 ``stream_not_found``, as for an id that does not exist.
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
-from fbil.service.api.deps import Owner, get_state, ready_engine
+from fbil.service.api.deps import Owner, caller_owner, get_state, ready_engine
 from fbil.service.api.openapi import error_responses
-from fbil.service.errors import RequestJSONTooLargeError
+from fbil.service.errors import RequestJSONTooLargeError, ServiceError
 from fbil.service.form import parse_request_json
 from fbil.service.streams.events import last_event_id
 from fbil.service.streams.registry import StreamRegistry
@@ -117,3 +119,39 @@ async def stream_events(request: Request, owner: Owner) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+# WebSocket close codes: 4000 + the HTTP status the same request would get (reason: its code)
+WS_CLOSE_BASE = 4000
+
+
+@router.websocket("/{stream_id}/ws")
+async def stream_socket(websocket: WebSocket) -> None:
+    """The events of ``/events`` as WebSocket text messages ``{"id", "event", "data"}`` (the
+    key as for every route; ``?last_event_id=`` to resume). Refused at once with close code
+    4401 (reason ``unauthorized``) or 4404 (``stream_not_found``). Closed when the stream
+    ends."""
+    auth = websocket.headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    bearer = (
+        HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip())
+        if scheme.lower() == "bearer" and token.strip()
+        else None
+    )
+    try:
+        owner = await caller_owner(websocket, bearer, websocket.headers.get("x-api-key"))  # type: ignore[arg-type]
+        stream = registry(websocket).get(websocket.path_params["stream_id"], owner)  # type: ignore[arg-type]
+    except ServiceError as e:
+        await websocket.accept()  # (closed before, the client would see a bare HTTP 403)
+        await websocket.close(code=WS_CLOSE_BASE + e.status, reason=e.code)
+        return
+    await websocket.accept()
+    try:
+        async for event in stream.events.watch(
+            last_event_id(websocket.query_params.get("last_event_id"))
+        ):
+            if event is not None:  # (a keep-alive: the protocol pings by itself)
+                await websocket.send_json(event.message())
+        await websocket.close()
+    except WebSocketDisconnect:
+        return

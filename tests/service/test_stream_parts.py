@@ -188,7 +188,7 @@ def test_the_event_log_resumes_after_an_id_and_says_what_it_lost():
             log.add("keyframe", {"k": k})
         log.close()
         everything = [t async for t in log.follow(0)]
-        assert everything[0] == 'event: gap\ndata: {"missed": 3}\n\n'
+        assert everything[:2] == ["retry: 1000\n\n", 'event: gap\ndata: {"missed":3}\n\n']
         assert _ids(everything) == [4, 5, 6, 7, 8]
         assert _ids([t async for t in log.follow(6)]) == [7, 8]
         assert not any(t.startswith("event: gap") for t in [t async for t in log.follow(6)])

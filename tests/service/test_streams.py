@@ -309,3 +309,29 @@ def test_the_python_client_creates_follows_and_stops_a_stream(base: str, live_ts
         with pytest.raises(FBILError) as e:
             fbil.stream(created["id"])
         assert e.value.code == "stream_not_found"
+
+
+def test_a_websocket_gets_the_same_events(client: httpx.Client, base: str, live_ts: Path):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    ws_base = base.replace("http://", "ws://")
+    with LiveSource(live_ts) as source:
+        sid = client.post("/v1/streams", json={"url": source.url, "keyframe_interval": 0.5})
+        sid = sid.json()["id"]
+        got = events(client, sid, n_keyframes(2))
+        with connect(f"{ws_base}/v1/streams/{sid}/ws", additional_headers=ALICE) as ws:
+            messages = [json.loads(ws.recv(timeout=30)) for _ in range(len(got))]
+        assert [(m["id"], m["event"], m["data"]) for m in messages] == got
+        # resuming from an id, the key as a bearer token
+        bearer = {"Authorization": f"Bearer {ALICE['X-API-Key']}"}
+        url = f"{ws_base}/v1/streams/{sid}/ws?last_event_id={got[-2][0]}"
+        with connect(url, additional_headers=bearer) as ws:
+            assert json.loads(ws.recv(timeout=30))["id"] == got[-1][0]
+        # another key, or none: closed at once with the code and status of HTTP
+        refused = [(BOB, 4404, "stream_not_found"), ({}, 4401, "unauthorized")]
+        for headers, code, reason in refused:
+            ws = connect(f"{ws_base}/v1/streams/{sid}/ws", additional_headers=headers)
+            with ws, pytest.raises(ConnectionClosed) as e:
+                ws.recv(timeout=30)
+            assert (e.value.rcvd.code, e.value.rcvd.reason) == (code, reason)
