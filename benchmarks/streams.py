@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 
 from fbil.service.settings import Settings
-from tests.support.live_source import LiveSource, served_app, transcode_ts
+from tests.support.live_source import LiveSource, served_app, transcode
 
 VTEST = Path(__file__).parents[1] / "tests" / "data" / "videos" / "vtest.avi"
 
@@ -120,7 +120,7 @@ def main() -> None:
         log_level="warning",
     )
     with tempfile.TemporaryDirectory() as folder, served_app(settings) as base:
-        ts = transcode_ts(VTEST, Path(folder) / "vtest.ts", 79)
+        ts = transcode(VTEST, Path(folder) / "vtest.ts", 79)
         rows = [run(base, ts, n, args.seconds, args.interval) for n in args.sources]
     first = rows[0]["kf_s"]
     print(

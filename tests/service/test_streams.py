@@ -15,13 +15,22 @@ import httpx
 import pytest
 
 from fbil.service.settings import Settings
-from tests.support.live_source import FFMPEG, LiveSource, free_port, served_app, transcode_ts
+from tests.support.live_source import (
+    FFMPEG,
+    LiveSource,
+    RtspCamera,
+    free_port,
+    rtsp_camera_missing,
+    served_app,
+    transcode,
+)
 from tests.support.serving import TinyModel
 
 pytestmark = pytest.mark.skipif(
     FFMPEG is None, reason="the ffmpeg command line serves the live test source (apt ffmpeg)"
 )
 
+RTSP_MISSING = rtsp_camera_missing()
 ALICE = {"X-API-Key": "alice-key-0123456789"}
 BOB = {"X-API-Key": "bob-key-0123456789abc"}
 
@@ -29,7 +38,7 @@ BOB = {"X-API-Key": "bob-key-0123456789abc"}
 @pytest.fixture(scope="module")
 def live_ts(test_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """20 s of vtest.avi (pedestrians, 10 fps) as MPEG-TS."""
-    return transcode_ts(test_videos / "vtest.avi", tmp_path_factory.mktemp("live") / "vtest.ts", 20)
+    return transcode(test_videos / "vtest.avi", tmp_path_factory.mktemp("live") / "vtest.ts", 20)
 
 
 @pytest.fixture(scope="module")
@@ -335,3 +344,21 @@ def test_a_websocket_gets_the_same_events(client: httpx.Client, base: str, live_
             with ws, pytest.raises(ConnectionClosed) as e:
                 ws.recv(timeout=30)
             assert (e.value.rcvd.code, e.value.rcvd.reason) == (code, reason)
+
+
+@pytest.mark.skipif(RTSP_MISSING is not None, reason=f"needs {RTSP_MISSING}")
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_an_rtsp_camera_over_tcp_and_udp(
+    client: httpx.Client, test_videos: Path, tmp_path_factory, transport: str
+):
+    video = transcode(
+        test_videos / "vtest.avi", tmp_path_factory.getbasetemp() / "vtest-cam.mkv", 20
+    )
+    with RtspCamera(video) as camera:
+        url = camera.url.replace("rtsp://", "rtsp://admin:hunter2@")
+        body = {"url": url, "rtsp_transport": transport, "keyframe_interval": 0.5}
+        created = client.post("/v1/streams", json=body).json()
+        assert created["url"] == camera.url.replace("rtsp://", "rtsp://***@")
+        got = keyframes(events(client, created["id"], n_keyframes(3)))
+    assert all(k["actors"] for k in got)
+    assert all(a["track_id"] for k in got for a in k["actors"])

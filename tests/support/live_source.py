@@ -31,18 +31,60 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def transcode_ts(video: Path, out: Path, seconds: float) -> Path:
-    """``seconds`` of ``video`` as MPEG-TS (FFmpeg's own MPEG-4 part 2 encoder, a keyframe
-    every 10 frames), once per test session."""
+def transcode(video: Path, out: Path, seconds: float) -> Path:
+    """``seconds`` of ``video`` as FFmpeg's own MPEG-4 part 2 (a keyframe every 10 frames) in
+    the container of ``out``'s suffix (``.ts``: MPEG-TS, ``.mkv``: Matroska), once."""
     assert FFMPEG is not None
     if not out.exists():
         subprocess.run(
             [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-i", str(video), "-t",
-             str(seconds), "-c:v", "mpeg4", "-q:v", "6", "-g", "10", "-an", "-f", "mpegts",
-             str(out)],
+             str(seconds), "-c:v", "mpeg4", "-q:v", "6", "-g", "10", "-an", str(out)],
             check=True,
         )  # fmt: skip
     return out
+
+
+RTSP_CAMERA = Path(__file__).with_name("rtsp_camera.py")
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def rtsp_camera_missing() -> str | None:
+    """Why :class:`RtspCamera` cannot run here (None: it can)."""
+    check = (
+        "import gi; gi.require_version('GstRtspServer', '1.0'); "
+        "from gi.repository import GstRtspServer"
+    )
+    try:
+        subprocess.run([SYSTEM_PYTHON, "-c", check], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return (
+            "GStreamer's RTSP server for the system python3 (apt: gir1.2-gst-rtsp-server-1.0 "
+            "python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good)"
+        )
+    return None
+
+
+class RtspCamera:
+    """``video`` (Matroska, MPEG-4 part 2) served like a camera at ``url`` by GStreamer's
+    RTSP server (:mod:`tests.support.rtsp_camera`), at its own frame rate."""
+
+    def __init__(self, video: Path) -> None:
+        self.port = free_port()
+        self.url = f"rtsp://127.0.0.1:{self.port}/cam"
+        self._proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(RTSP_CAMERA), str(video), str(self.port)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        assert self._proc.stdout is not None
+        assert self._proc.stdout.readline().strip() == b"listening"
+
+    def __enter__(self) -> RtspCamera:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.kill()
+        self._proc.wait(10)
 
 
 class LiveSource:
