@@ -24,7 +24,7 @@ from tests.support.live_source import (
     served_app,
     transcode,
 )
-from tests.support.serving import TinyModel
+from tests.support.serving import TinyModel, detect_files
 
 pytestmark = pytest.mark.skipif(
     FFMPEG is None, reason="the ffmpeg command line serves the live test source (apt ffmpeg)"
@@ -238,7 +238,12 @@ def test_a_source_faster_than_the_model_drops_windows_not_memory(
         r = client.post("/v1/streams", json={"url": source.url, "keyframe_interval": 0.1})
         sid = r.json()["id"]
         got = events(client, sid, n_keyframes(6))
+        # the stream holds at most FBIL_STREAM_CLIPS_IN_FLIGHT clips: /detect is answered
+        request = {"keyframes": [{"time": 2.0, "boxes": [{"box": [100, 40, 300, 500]}]}]}
+        r = client.post("/detect", files=detect_files(live_ts, request))
+        assert r.status_code == 200 and r.json()["keyframes"][0]["actors"], r.text
         out = client.get(f"/v1/streams/{sid}").json()
+        assert out["state"] == "running"
     frames = keyframes(got)
     assert out["dropped_keyframes"] > 0
     # only the newest window waits: a keyframe answered is never one queued long before
