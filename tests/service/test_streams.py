@@ -367,3 +367,49 @@ def test_an_rtsp_camera_over_tcp_and_udp(
         got = keyframes(events(client, created["id"], n_keyframes(3)))
     assert all(k["actors"] for k in got)
     assert all(a["track_id"] for k in got for a in k["actors"])
+
+
+@pytest.fixture(scope="module")
+def hls(live_ts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An HLS playlist of 1 s segments over HTTP (``live.m3u8``), and the same playlist naming
+    its segments as local files (``local.m3u8``): the base URL."""
+    import functools
+    import http.server
+    import subprocess
+
+    assert FFMPEG is not None
+    folder = tmp_path_factory.mktemp("hls")
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(live_ts), "-t", "8", "-c",
+         "copy", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0",
+         "-hls_segment_filename", str(folder / "seg%03d.ts"), str(folder / "live.m3u8")],
+        check=True,
+    )  # fmt: skip
+    playlist = (folder / "live.m3u8").read_text()
+    local = "\n".join(
+        f"file://{folder}/{line}" if line.startswith("seg") else line
+        for line in playlist.splitlines()
+    )
+    (folder / "local.m3u8").write_text(local + "\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_an_hls_playlist_over_http(client: httpx.Client, hls: str):
+    created = client.post("/v1/streams", json={"url": f"{hls}/live.m3u8"}).json()
+    got = keyframes(events(client, created["id"], n_keyframes(2)))
+    assert all(k["actors"] for k in got)
+
+
+def test_a_playlist_cannot_reach_local_files(client: httpx.Client, hls: str):
+    created = client.post("/v1/streams", json={"url": f"{hls}/local.m3u8"}).json()
+    got = events(client, created["id"], lambda g: False)  # until it fails
+    assert not keyframes(got)
+    assert got[-1][2]["state"] == "failed"
+    assert got[-1][2]["error"]["code"] in ("source_invalid_data", "source_forbidden")
