@@ -51,6 +51,7 @@ def ffmpeg_options(scheme: str, options: SourceOptions) -> dict[str, str]:
     opts = {
         "protocol_whitelist": NETWORK_PROTOCOLS,
         "rw_timeout": micros,
+        "analyzeduration": "1000000",  # 1 s of probing (FFmpeg's 5 s delays a live start)
     }
     if scheme in ("rtsp", "rtsps"):
         opts["rtsp_transport"] = options.rtsp_transport

@@ -413,3 +413,10 @@ def test_a_playlist_cannot_reach_local_files(client: httpx.Client, hls: str):
     assert not keyframes(got)
     assert got[-1][2]["state"] == "failed"
     assert got[-1][2]["error"]["code"] in ("source_invalid_data", "source_forbidden")
+
+
+def test_an_rtmp_source(client: httpx.Client, live_ts: Path):
+    with LiveSource(live_ts, rtmp=True) as source:
+        created = client.post("/v1/streams", json={"url": source.url}).json()
+        got = keyframes(events(client, created["id"], n_keyframes(2)))
+    assert all(k["actors"] for k in got)

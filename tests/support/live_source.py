@@ -88,14 +88,21 @@ class RtspCamera:
 
 
 class LiveSource:
-    """``video`` (MPEG-TS) served live at ``url``; ``realtime=False`` serves it as fast as
-    the client reads (a source faster than the model)."""
+    """``video`` (MPEG-TS) served live at ``url`` (``rtmp``: over RTMP, else MPEG-TS over
+    HTTP); ``realtime=False`` serves it as fast as the client reads (a source faster than the
+    model)."""
 
-    def __init__(self, video: Path, *, realtime: bool = True, loop: bool = True) -> None:
+    def __init__(
+        self, video: Path, *, realtime: bool = True, loop: bool = True, rtmp: bool = False
+    ) -> None:
         assert FFMPEG is not None
-        self.video, self.realtime, self.loop = video, realtime, loop
+        self.video, self.realtime, self.loop, self.rtmp = video, realtime, loop, rtmp
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/live.ts"
+        self.url = (
+            f"rtmp://127.0.0.1:{self.port}/live/cam"
+            if rtmp
+            else f"http://127.0.0.1:{self.port}/live.ts"
+        )
         self._began: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._running = False
@@ -117,7 +124,12 @@ class LiveSource:
             args += ["-re", "-ss", f"{time.monotonic() - self._began:.2f}"]
         if self.loop:
             args += ["-stream_loop", "-1"]
-        args += ["-i", str(self.video), "-c", "copy", "-f", "mpegts", "-listen", "1", self.url]
+        args += ["-i", str(self.video)]
+        if self.rtmp:  # FLV carries FFmpeg's own H.263 (flv1), not MPEG-4 part 2
+            args += ["-c:v", "flv1", "-q:v", "6", "-an", "-f", "flv"]
+        else:
+            args += ["-c", "copy", "-f", "mpegts"]
+        args += ["-listen", "1", self.url]
         return args
 
     def _serve(self) -> None:
