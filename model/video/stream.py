@@ -18,6 +18,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from fbil.model.video.types import (
 
 _END = object()
 _POLL_S = 0.1  # how often a blocked producer looks whether the consumer left
+_PUSHES_KEPT = 1024  # live windows: arrival times of the frames pushed last
 
 
 @dataclass(frozen=True)
@@ -335,8 +337,9 @@ class LiveWindows(Iterator[Window]):
     consumer costs lag of at most one window, never a queue. :meth:`restart` starts the
     keyframes anew (a reconnected source: windows being filled are abandoned); :meth:`end`
     and :meth:`fail` (from the reader) end the iteration, :meth:`close` (from the consumer)
-    tells the reader to stop (:attr:`closed`). ``taken`` holds ``(keyframe time, arrival)``
-    of the windows handed on, ``arrival`` the ``clock()`` time their last frame was pushed.
+    tells the reader to stop (:attr:`closed`). ``taken`` holds ``(keyframe time, seen,
+    arrival)`` of the windows handed on: the ``clock()`` times the keyframe's frame and the
+    window's last frame were pushed.
     """
 
     def __init__(
@@ -363,13 +366,14 @@ class LiveWindows(Iterator[Window]):
         self._previous: float | None = None  # the last keyframe's time (its frames' start)
         self._info: VideoInfo | None = None
         self._cond = threading.Condition()
-        self._slot: tuple[Window, float] | None = None
+        self._slot: tuple[Window, float, float] | None = None
         self._ended = False
         self._error: BaseException | None = None
         self.closed = threading.Event()
         self.dropped = 0
         self.made = 0
-        self.taken: queue.SimpleQueue[tuple[float, float]] = queue.SimpleQueue()
+        self.taken: queue.SimpleQueue[tuple[float, float, float]] = queue.SimpleQueue()
+        self._pushed: deque[tuple[float, float]] = deque(maxlen=_PUSHES_KEPT)  # (time, clock)
 
     # the reader's side
 
@@ -383,6 +387,7 @@ class LiveWindows(Iterator[Window]):
         while self._next + self._lead <= time:
             self._filling.append(self._sampler(self._next))
             self._previous, self._next = self._next, self._next + self.interval
+        self._pushed.append((time, self.clock()))
         for sampler in self._filling:
             sampler.push(time, frame)
         self._filling = [s for s in self._filling if not s.done]
@@ -423,11 +428,13 @@ class LiveWindows(Iterator[Window]):
 
     def _finished(self, window: Window) -> None:
         arrived = self.clock()
+        at = window.frames[-1].time if window.frames else window.clip.time  # keyframe's frame
+        seen = next((c for t, c in reversed(self._pushed) if t <= at), arrived)
         with self._cond:
             self.made += 1
             if self._slot is not None:
                 self.dropped += 1
-            self._slot = (window, arrived)
+            self._slot = (window, seen, arrived)
             self._cond.notify_all()
 
     # the consumer's side
@@ -439,8 +446,8 @@ class LiveWindows(Iterator[Window]):
                     raise StopIteration
                 self._cond.wait(_POLL_S)
             if self._slot is not None:
-                (window, arrived), self._slot = self._slot, None
-                self.taken.put((window.clip.time, arrived))
+                (window, seen, arrived), self._slot = self._slot, None
+                self.taken.put((window.clip.time, seen, arrived))
                 return window
             if self._error is not None:
                 raise self._error

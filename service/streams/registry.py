@@ -307,13 +307,12 @@ class StreamRegistry:
             tracker=Tracker(max_age_s=s.stream_track_keep_s).state(),
         )
         rule_engine = RuleEngine(rules)
-        started_wall = time.time()
         dropped_seen = 0
 
         async def on_keyframe(done: Answered) -> None:
             nonlocal dropped_seen
             now = time.time()
-            keyframe_time, arrived = windows.taken.get_nowait()
+            _, seen, arrived = windows.taken.get_nowait()
             answer = done.answer
             scores = answer.actors and [a.scores for a in answer.actors]
             data = answer.model_dump(mode="json", exclude_none=True)
@@ -321,7 +320,7 @@ class StreamRegistry:
                 for actor in data["actors"]:
                     actor.pop("scores", None)
             stream_time = round(answer.time, 3)
-            wall = round(started_wall + keyframe_time, 3)
+            wall = round(seen, 3)
             stream.keyframes += 1
             stream.lag_s = max(now - arrived, 0.0)
             data.update(stream_time=stream_time, wall_time=wall, lag_s=round(stream.lag_s, 3))
@@ -335,7 +334,7 @@ class StreamRegistry:
                 matrix = np.asarray(scores, dtype=np.float32) if scores else None
                 ids = [a.track_id for a in answer.actors]
                 for event in rule_engine.update(ids, matrix, answer.time):
-                    event["wall_time"] = round(started_wall + event["stream_time"], 3)
+                    event["wall_time"] = wall
                     stream.events.add("rule", event)
 
         stream.reader.start()

@@ -247,7 +247,7 @@ def test_live_windows_keep_only_the_newest_window_and_count_the_rest():
         windows.push(t, frame)
     assert windows.made >= 10 and windows.dropped == windows.made - 1
     newest = next(windows)
-    assert windows.taken.get_nowait() == (newest.clip.time, 0.0)  # (time, its arrival)
+    assert windows.taken.get_nowait() == (newest.clip.time, 0.0, 0.0)  # (time, arrivals)
     # keyframes every 0.5 s from the first whose clip starts at the first frame
     first = -(spec.sample_offsets()[0] - spec.frame_interval / spec.base_fps / 2)
     assert newest.clip.time == pytest.approx(first + 0.5 * (windows.made - 1))
