@@ -391,8 +391,12 @@ def hls(live_ts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         for line in playlist.splitlines()
     )
     (folder / "local.m3u8").write_text(local + "\n")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
