@@ -26,7 +26,6 @@ from fbil.service.errors import (
     ClientDisconnectedError,
     JobNotFoundError,
     JobVideoUnavailableError,
-    OverloadedError,
 )
 from fbil.service.form import parse_request_json, read_form
 from fbil.service.jobs.schemas import (
@@ -39,7 +38,7 @@ from fbil.service.jobs.schemas import (
     JobRequest,
 )
 from fbil.service.jobs.store import ANNOTATED_FILE, VIDEO_FILE, Job, new_job_id
-from fbil.service.jobs.worker import JobWorker
+from fbil.service.jobs.worker import JobWorker, Reservation
 from fbil.service.keyframes import client_actors, request_keyframes, require_detector
 from fbil.service.outputs import ava_csv
 
@@ -50,7 +49,7 @@ JOB_ID: dict[str, Any] = {
     "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 }
 
-QUOTA_CHECK_BYTES = 8 * 1024 * 1024  # an upload is held against the quota every this many bytes
+QUOTA_STEP_BYTES = 1024 * 1024  # an upload reserves quota in steps of this many bytes
 
 JOB_BODY = multipart_body(
     "the whole video (any container/codec ffmpeg reads), streamed to disk",
@@ -97,17 +96,17 @@ def _find(request: Request, job_id: str, owner: str) -> Job:
 
 
 class _QuotaFile:
-    """The upload's file: holds the bytes written against the jobs' disk quota."""
+    """The upload's file: its bytes are reserved against the jobs' disk quota before they
+    are written (in steps of ``QUOTA_STEP_BYTES``)."""
 
-    def __init__(self, file: IO[bytes], worker: JobWorker) -> None:
-        self.file, self.worker = file, worker
-        self.written = self._checked = 0
+    def __init__(self, file: IO[bytes], reservation: Reservation) -> None:
+        self.file, self.reservation = file, reservation
+        self.written = 0
 
     def write(self, data: bytes) -> int:
         self.written += len(data)
-        if self.written - self._checked >= QUOTA_CHECK_BYTES:
-            self.worker.check_space(self.written)
-            self._checked = self.written
+        if self.written > self.reservation.bytes:
+            self.reservation.grow(max(self.written - self.reservation.bytes, QUOTA_STEP_BYTES))
         return self.file.write(data)
 
 
@@ -128,31 +127,34 @@ async def submit_job(request: Request, response: Response, owner: Owner) -> JobO
     ready_engine(state)
     worker = _worker(request)
     s = state.settings
-    store = worker.store
-    if store.count("queued") >= s.max_queued_jobs:
-        raise OverloadedError(f"{s.max_queued_jobs} jobs are waiting; retry later")
-    declared = request.headers.get("content-length", "")
-    worker.check_space(int(declared) if declared.isdigit() else 0)
-    job_id = new_job_id()
-    folder = store.job_dir(job_id)
-    folder.mkdir(parents=True)
-    path = folder / VIDEO_FILE
-    try:
-        with path.open("wb") as file:
-            counted = _QuotaFile(file, worker)
-            try:
-                raw = await read_form(request, counted, max_json_bytes=s.max_request_json_bytes)  # type: ignore[arg-type]
-            except ClientDisconnect:
-                raise ClientDisconnectedError("the client disconnected during the upload") from None
-            file.flush()
-            await asyncio.to_thread(os.fsync, file.fileno())
-        worker.check_space(0)
-        body = parse_request_json(raw, JobRequest)
-        job = await asyncio.to_thread(_create, worker, job_id, owner, body, path)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    worker.usage += counted.written
+    with worker.reserve() as reservation:  # a queue place, then bytes, before accepting
+        declared = request.headers.get("content-length", "")
+        reservation.grow(int(declared) if declared.isdigit() else 0)
+        job_id = new_job_id()
+        folder = worker.store.job_dir(job_id)
+        folder.mkdir(parents=True)
+        path = folder / VIDEO_FILE
+        try:
+            with path.open("wb") as file:
+                counted = _QuotaFile(file, reservation)
+                try:
+                    raw = await read_form(
+                        request,
+                        counted,  # type: ignore[arg-type]
+                        max_json_bytes=s.max_request_json_bytes,
+                    )
+                except ClientDisconnect:
+                    raise ClientDisconnectedError(
+                        "the client disconnected during the upload"
+                    ) from None
+                file.flush()
+                await asyncio.to_thread(os.fsync, file.fileno())
+            body = parse_request_json(raw, JobRequest)
+            job = await asyncio.to_thread(_create, worker, job_id, owner, body, path)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        reservation.accept(counted.written)
     worker.wake()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return _job_out(job)
@@ -212,6 +214,7 @@ async def delete_job(request: Request, owner: Owner) -> JobOut:
     await asyncio.to_thread(worker.store.delete, job.id)
     with contextlib.suppress(Exception):
         worker.usage = await asyncio.to_thread(worker.store.disk_usage)
+    worker.update_gauges()
     return _job_out(final)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from fbil.model.tracking import DetectCancelledError
 from fbil.model.video import DecodeCancelledError, VideoError
-from fbil.service.errors import ServiceError, StorageQuotaError
+from fbil.service.errors import OverloadedError, ServiceError, StorageQuotaError
 from fbil.service.jobs.schemas import JobRequest
 from fbil.service.jobs.store import ANNOTATED_FILE, VIDEO_FILE, Job, JobStore, ResultsWriter
 from fbil.service.keyframes import Answered, job_plan, request_options, run_video
@@ -45,6 +45,10 @@ class JobWorker:
         self._task: asyncio.Task[None] | None = None
         self._purged = 0.0
         self.usage = 0  # bytes under the data directory, kept up to date by writers
+        # what submissions still uploading hold (reserved before anything is accepted, so
+        # concurrent ones cannot all pass the same check): bytes and queue places
+        self.reserved_bytes = 0
+        self.reserved_jobs = 0
 
     # ------------------------------------------------------------------ store
 
@@ -59,11 +63,12 @@ class JobWorker:
     def check_space(self, adding: int) -> None:
         """:class:`StorageQuotaError` unless ``adding`` more bytes fit quota and free space."""
         s = self.settings
-        if self.usage + adding > s.job_disk_quota_bytes:
+        used = self.usage + self.reserved_bytes
+        if used + adding > s.job_disk_quota_bytes:
             raise StorageQuotaError(
-                f"job files would take {self.usage + adding} bytes, the quota is "
+                f"job files would take {used + adding} bytes, the quota is "
                 f"{s.job_disk_quota_bytes}",
-                {"job_disk_quota_bytes": s.job_disk_quota_bytes, "used_bytes": self.usage},
+                {"job_disk_quota_bytes": s.job_disk_quota_bytes, "used_bytes": used},
             )
         free = shutil.disk_usage(self.store.data_dir).free
         if free - adding < s.job_min_free_disk_bytes:
@@ -71,6 +76,17 @@ class JobWorker:
                 f"the disk has {free} bytes free, jobs leave {s.job_min_free_disk_bytes}",
                 {"job_min_free_disk_bytes": s.job_min_free_disk_bytes, "free_bytes": free},
             )
+
+    def reserve(self) -> Reservation:
+        """A queue place for a submission, held until its job is stored or it fails:
+        :class:`OverloadedError` when queued jobs and other submissions fill
+        ``FBIL_MAX_QUEUED_JOBS``."""
+        limit = self.settings.max_queued_jobs
+        waiting = self.store.count("queued") + self.reserved_jobs
+        if waiting >= limit:
+            raise OverloadedError(f"{limit} jobs are waiting; retry later")
+        self.reserved_jobs += 1  # no await between the check and this: one event loop
+        return Reservation(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -141,6 +157,10 @@ class JobWorker:
         for job in self.store.with_state("queued")[:free]:
             running = _Running(asyncio.create_task(self._run(job.id), name=f"fbil-job-{job.id}"))
             self._running[job.id] = running
+        self._update_gauges()
+
+    def update_gauges(self) -> None:
+        """``fbil_jobs{state}`` as the store has it now."""
         self._update_gauges()
 
     def _update_gauges(self) -> None:
@@ -231,3 +251,40 @@ class JobWorker:
                 out,
             )
             self.usage += out.stat().st_size
+
+
+class Reservation:
+    """What one submission holds while it uploads: a queue place and the bytes written so far
+    (grown before they are written). :meth:`accept` turns them into the stored job's; leaving
+    without it (any failure) gives them back."""
+
+    def __init__(self, worker: JobWorker) -> None:
+        self.worker = worker
+        self.bytes = 0
+        self._open = True
+
+    def grow(self, size: int) -> None:
+        """Hold ``size`` bytes more (:class:`StorageQuotaError` when they do not fit)."""
+        if size > 0:
+            self.worker.check_space(size)
+            self.worker.reserved_bytes += size
+            self.bytes += size
+
+    def accept(self, written: int) -> None:
+        """The job is stored with ``written`` bytes of files: they count as used now."""
+        self._release()
+        self.worker.usage += written
+        self.worker.update_gauges()
+
+    def _release(self) -> None:
+        if self._open:
+            self._open = False
+            self.worker.reserved_bytes -= self.bytes
+            self.worker.reserved_jobs -= 1
+            self.bytes = 0
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
