@@ -227,6 +227,20 @@ class StorageQuotaError(ServiceError):
     meaning = "job files would pass `FBIL_JOB_DISK_QUOTA_BYTES` or `FBIL_JOB_MIN_FREE_DISK_BYTES`"
 
 
+# damaged job storage (issue 27): jobs answer these, /detect is unaffected
+class JobStorageUnavailableError(ServiceError):
+    status, code = 503, "job_storage_unavailable"
+    meaning = (
+        "the jobs database cannot be read or was removed (the message names the file and "
+        "what to do); `/detect` still answers"
+    )
+
+
+class JobResultsDamagedError(ServiceError):
+    status, code = 500, "job_results_damaged"
+    meaning = "a job's stored results file is missing, cut short or altered: resubmit the job"
+
+
 # errors of the video (raised by fbil.model.video, which knows no HTTP): their status and
 # meaning, most specific first (the first matching class wins)
 VIDEO_ERRORS: tuple[tuple[type[VideoError], int, str], ...] = (

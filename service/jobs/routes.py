@@ -86,10 +86,7 @@ def _job_out(job: Job) -> JobOut:
 
 
 def _find(request: Request, job_id: str, owner: str) -> Job:
-    worker = _worker(request)
-    if not (worker.settings.data_dir / "jobs.sqlite3").exists():
-        raise JobNotFoundError(f"no job {job_id[:64]!r}")
-    job = worker.store.get(job_id, owner)
+    job = _worker(request).ready_store().get(job_id, owner)
     if job is None:
         raise JobNotFoundError(f"no job {job_id[:64]!r}")
     return job
@@ -184,17 +181,17 @@ def _create(worker: JobWorker, job_id: str, owner: str, body: JobRequest, path) 
     return worker.store.create(job_id, owner, request, times, info.width, info.height)
 
 
-@router.get("", response_model=JobList, responses=error_responses(401))
+@router.get("", response_model=JobList, responses=error_responses(401, 503))
 async def list_jobs(request: Request, owner: Owner) -> JobList:
     """The caller's jobs, newest first."""
-    worker = _worker(request)
-    if not (worker.settings.data_dir / "jobs.sqlite3").exists():
-        return JobList(jobs=[])
-    return JobList(jobs=[_job_out(j) for j in worker.store.list(owner)])
+    return JobList(jobs=[_job_out(j) for j in _worker(request).ready_store().list(owner)])
 
 
 @router.get(
-    "/{job_id}", response_model=JobOut, responses=error_responses(401, 404), openapi_extra=JOB_ID
+    "/{job_id}",
+    response_model=JobOut,
+    responses=error_responses(401, 404, 503),
+    openapi_extra=JOB_ID,
 )
 async def get_job(request: Request, owner: Owner) -> JobOut:
     """A job's state, progress (keyframes done / total), times and error."""
@@ -202,7 +199,10 @@ async def get_job(request: Request, owner: Owner) -> JobOut:
 
 
 @router.delete(
-    "/{job_id}", response_model=JobOut, responses=error_responses(401, 404), openapi_extra=JOB_ID
+    "/{job_id}",
+    response_model=JobOut,
+    responses=error_responses(401, 404, 503),
+    openapi_extra=JOB_ID,
 )
 async def delete_job(request: Request, owner: Owner) -> JobOut:
     """Cancel the job if it has not finished, and delete it with its files (then 404)."""
@@ -226,15 +226,16 @@ async def delete_job(request: Request, owner: Owner) -> JobOut:
             "description": "one JSON object per keyframe in time order (a keyframe of /detect)",
             "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
         },
-        **error_responses(401, 404),
+        **error_responses(401, 404, 500, 503),
     },
     openapi_extra=JOB_ID,
 )
 async def job_results(request: Request, owner: Owner) -> StreamingResponse:
     """The keyframes done so far (all of them once the job succeeded), one JSON line each."""
     job = _find(request, request.path_params["job_id"], owner)
-    lines = _worker(request).store.lines(job)
-    return StreamingResponse(lines, media_type="application/x-ndjson")
+    store = _worker(request).store
+    await asyncio.to_thread(store.verify, job)  # a damaged file: an error, not a cut body
+    return StreamingResponse(store.lines(job), media_type="application/x-ndjson")
 
 
 @router.get(
@@ -246,15 +247,17 @@ async def job_results(request: Request, owner: Owner) -> StreamingResponse:
             "action_id, score, track_id; no header",
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
-        **error_responses(401, 404),
+        **error_responses(401, 404, 500, 503),
     },
     openapi_extra=JOB_ID,
 )
 async def job_results_csv(request: Request, owner: Owner) -> StreamingResponse:
     """The results so far in the AVA detections CSV format (plus the track id)."""
     job = _find(request, request.path_params["job_id"], owner)
+    store = _worker(request).store
+    await asyncio.to_thread(store.verify, job)  # a damaged file: an error, not a cut body
     rows = ava_csv(
-        _worker(request).store.lines(job),
+        store.lines(job),
         job.request.get("video_id", "video"),
         job.request.get("box_format", "pixels"),
         job.width,
@@ -271,7 +274,7 @@ async def job_results_csv(request: Request, owner: Owner) -> StreamingResponse:
             "description": "the annotated MP4: boxes, track ids and top actions drawn",
             "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
         },
-        **error_responses(401, 404),
+        **error_responses(401, 404, 503),
     },
     openapi_extra=JOB_ID,
 )

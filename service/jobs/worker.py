@@ -11,12 +11,25 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fbil.model.tracking import DetectCancelledError
 from fbil.model.video import DecodeCancelledError, VideoError
-from fbil.service.errors import OverloadedError, ServiceError, StorageQuotaError
+from fbil.service.errors import (
+    JobStorageUnavailableError,
+    OverloadedError,
+    ServiceError,
+    StorageQuotaError,
+)
 from fbil.service.jobs.schemas import JobRequest
-from fbil.service.jobs.store import ANNOTATED_FILE, VIDEO_FILE, Job, JobStore, ResultsWriter
+from fbil.service.jobs.store import (
+    ANNOTATED_FILE,
+    DB_FILE,
+    VIDEO_FILE,
+    Job,
+    JobStore,
+    ResultsWriter,
+)
 from fbil.service.keyframes import Answered, job_plan, request_options, run_video
 from fbil.service.outputs import write_annotated_video
 from fbil.service.state import ServiceState
@@ -25,6 +38,7 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0  # the worker looks for work at least this often
 PURGE_EVERY_S = 60.0
+BROKEN_POLL_S = 30.0  # a database that cannot be used is logged at most this often
 
 
 @dataclass
@@ -49,16 +63,26 @@ class JobWorker:
         # concurrent ones cannot all pass the same check): bytes and queue places
         self.reserved_bytes = 0
         self.reserved_jobs = 0
+        self.broken: JobStorageUnavailableError | None = None  # the database cannot be used
 
     # ------------------------------------------------------------------ store
 
     @property
     def store(self) -> JobStore:
-        """The store, opened (and the data directory made) on first use."""
+        """The store, opened (and the data directory made) on first use:
+        :class:`JobStorageUnavailableError` when its database cannot be used."""
+        if self.broken is not None:
+            raise self.broken
         if self._store is None:
             self._store = JobStore(self.settings.data_dir)
             self.usage = self._store.disk_usage()
         return self._store
+
+    def ready_store(self) -> JobStore:
+        """The store for a request: also refused when its database file was removed."""
+        store = self.store
+        store.check_present()
+        return store
 
     def check_space(self, adding: int) -> None:
         """:class:`StorageQuotaError` unless ``adding`` more bytes fit quota and free space."""
@@ -82,7 +106,7 @@ class JobWorker:
         :class:`OverloadedError` when queued jobs and other submissions fill
         ``FBIL_MAX_QUEUED_JOBS``."""
         limit = self.settings.max_queued_jobs
-        waiting = self.store.count("queued") + self.reserved_jobs
+        waiting = self.ready_store().count("queued") + self.reserved_jobs
         if waiting >= limit:
             raise OverloadedError(f"{limit} jobs are waiting; retry later")
         self.reserved_jobs += 1  # no await between the check and this: one event loop
@@ -91,11 +115,31 @@ class JobWorker:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        if (self.settings.data_dir / "jobs.sqlite3").exists():
-            resumed = self.store.requeue_running()
-            if resumed:
-                log.info("%d jobs left running by the last process will resume", resumed)
+        data_dir = self.settings.data_dir
+        if (data_dir / DB_FILE).exists() or any_files(data_dir / "jobs"):
+            try:
+                resumed = self.store.requeue_running()
+                if resumed:
+                    log.info("%d jobs left running by the last process will resume", resumed)
+                self._reclaim_orphans()
+            except JobStorageUnavailableError as e:
+                self.broken, self._store = e, None  # jobs answer 503, /detect goes on
+                log.error("jobs are unavailable: %s", e.message)
         self._task = asyncio.create_task(self._loop(), name="fbil-jobs")
+
+    def _reclaim_orphans(self) -> None:
+        """Delete the job folders no row names (their database was deleted or replaced):
+        nobody can reach them, and they would count against the quota for ever."""
+        orphans = self.store.orphans()
+        for folder in orphans:
+            shutil.rmtree(folder, ignore_errors=True)
+            log.warning(
+                "job folder %s has no row in %s (the database was deleted or replaced): deleted",
+                folder,
+                self.store.db_path,
+            )
+        if orphans:
+            self.usage = self.store.disk_usage()
 
     async def stop(self) -> None:
         """Stop running jobs where they are (they resume on the next start)."""
@@ -134,6 +178,9 @@ class JobWorker:
                 self._purge()
                 if self.state.ready and self._store is not None:
                     self._start_queued()
+            except JobStorageUnavailableError as e:
+                log.error("the job worker cannot use its database: %s", e.message)
+                await asyncio.sleep(BROKEN_POLL_S)
             except Exception:
                 log.exception("the job worker failed a round; it goes on")
             self._wake.clear()
@@ -251,6 +298,10 @@ class JobWorker:
                 out,
             )
             self.usage += out.stat().st_size
+
+
+def any_files(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
 
 
 class Reservation:
