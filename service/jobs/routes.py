@@ -85,8 +85,11 @@ def _job_out(job: Job) -> JobOut:
     )
 
 
-def _find(request: Request, job_id: str, owner: str) -> Job:
-    job = _worker(request).ready_store().get(job_id, owner)
+async def _find(request: Request, job_id: str, owner: str) -> Job:
+    """The caller's job (404 otherwise), read off the event loop (a row holds up to
+    ``FBIL_JOB_MAX_KEYFRAMES`` times and keyframes to parse)."""
+    store = _worker(request).ready_store()
+    job = await asyncio.to_thread(store.get, job_id, owner)
     if job is None:
         raise JobNotFoundError(f"no job {job_id[:64]!r}")
     return job
@@ -184,7 +187,9 @@ def _create(worker: JobWorker, job_id: str, owner: str, body: JobRequest, path) 
 @router.get("", response_model=JobList, responses=error_responses(401, 503))
 async def list_jobs(request: Request, owner: Owner) -> JobList:
     """The caller's jobs, newest first."""
-    return JobList(jobs=[_job_out(j) for j in _worker(request).ready_store().list(owner)])
+    store = _worker(request).ready_store()
+    jobs = await asyncio.to_thread(store.list, owner)  # rows to parse: off the event loop
+    return JobList(jobs=[_job_out(j) for j in jobs])
 
 
 @router.get(
@@ -195,7 +200,7 @@ async def list_jobs(request: Request, owner: Owner) -> JobList:
 )
 async def get_job(request: Request, owner: Owner) -> JobOut:
     """A job's state, progress (keyframes done / total), times and error."""
-    return _job_out(_find(request, request.path_params["job_id"], owner))
+    return _job_out(await _find(request, request.path_params["job_id"], owner))
 
 
 @router.delete(
@@ -206,11 +211,11 @@ async def get_job(request: Request, owner: Owner) -> JobOut:
 )
 async def delete_job(request: Request, owner: Owner) -> JobOut:
     """Cancel the job if it has not finished, and delete it with its files (then 404)."""
-    job = _find(request, request.path_params["job_id"], owner)
+    job = await _find(request, request.path_params["job_id"], owner)
     worker = _worker(request)
     if job.state in ("queued", "running"):
         await worker.cancel(job)
-    final = worker.store.get(job.id) or job
+    final = await asyncio.to_thread(worker.store.get, job.id) or job
     await asyncio.to_thread(worker.store.delete, job.id)
     with contextlib.suppress(Exception):
         worker.usage = await asyncio.to_thread(worker.store.disk_usage)
@@ -232,7 +237,7 @@ async def delete_job(request: Request, owner: Owner) -> JobOut:
 )
 async def job_results(request: Request, owner: Owner) -> StreamingResponse:
     """The keyframes done so far (all of them once the job succeeded), one JSON line each."""
-    job = _find(request, request.path_params["job_id"], owner)
+    job = await _find(request, request.path_params["job_id"], owner)
     store = _worker(request).store
     await asyncio.to_thread(store.verify, job)  # a damaged file: an error, not a cut body
     return StreamingResponse(store.lines(job), media_type="application/x-ndjson")
@@ -253,7 +258,7 @@ async def job_results(request: Request, owner: Owner) -> StreamingResponse:
 )
 async def job_results_csv(request: Request, owner: Owner) -> StreamingResponse:
     """The results so far in the AVA detections CSV format (plus the track id)."""
-    job = _find(request, request.path_params["job_id"], owner)
+    job = await _find(request, request.path_params["job_id"], owner)
     store = _worker(request).store
     await asyncio.to_thread(store.verify, job)  # a damaged file: an error, not a cut body
     rows = ava_csv(
@@ -280,7 +285,7 @@ async def job_results_csv(request: Request, owner: Owner) -> StreamingResponse:
 )
 async def job_video(request: Request, owner: Owner) -> FileResponse:
     """The annotated video of a job that asked for `video` in `outputs`, once it succeeded."""
-    job = _find(request, request.path_params["job_id"], owner)
+    job = await _find(request, request.path_params["job_id"], owner)
     path = _worker(request).store.job_dir(job.id) / ANNOTATED_FILE
     if "video" not in job.request.get("outputs", []):
         raise JobVideoUnavailableError("the job did not ask for `video` in its `outputs`")

@@ -252,9 +252,10 @@ class JobWorker:
     async def _execute(self, job: Job, cancel: threading.Event) -> None:
         s, engine = self.settings, self.state.engine
         assert engine is not None
-        request = JobRequest.model_validate(job.request)
+        request = await asyncio.to_thread(JobRequest.model_validate, job.request)
         video = self.store.job_dir(job.id) / VIDEO_FILE
-        plan = job_plan(request, job.times, s)
+        # up to FBIL_JOB_MAX_KEYFRAMES keyframes and their detector frames: off the event loop
+        plan = await asyncio.to_thread(job_plan, request, job.times, s)
         options = request_options(request, s)
         writer = await asyncio.to_thread(ResultsWriter, self.store, job)
         metrics = self.state.metrics
