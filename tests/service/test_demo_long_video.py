@@ -42,6 +42,7 @@ def test_fbil_demo_on_a_long_video_uses_a_job(
                 timeout=60,
             )
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_keyframes"
+        assert "POST /v1/jobs" in r.json()["error"]["message"]  # the path the user wants
         argv = [str(video), "--boxes", str(boxes), "--out", str(out), "--url", s.url]
         assert demo.main([*argv, "--api-key", KEY]) == 0
         jobs = httpx.get(s.url + "/v1/jobs", headers=headers).json()["jobs"]
