@@ -129,16 +129,22 @@ class JobWorker:
 
     def _reclaim_orphans(self) -> None:
         """Delete the job folders no row names (their database was deleted or replaced):
-        nobody can reach them, and they would count against the quota for ever."""
-        orphans = self.store.orphans()
-        for folder in orphans:
+        nobody can reach them, and they would count against the quota for ever. A folder
+        touched within ``FBIL_JOB_UPLOAD_TIMEOUT_S`` may be an upload another process (of the
+        same data directory) has not stored yet: it is left."""
+        cutoff = time.time() - self.settings.job_upload_timeout_s
+        reclaimed = 0
+        for folder in self.store.orphans():
+            if _last_touched(folder) > cutoff:
+                continue
             shutil.rmtree(folder, ignore_errors=True)
+            reclaimed += 1
             log.warning(
                 "job folder %s has no row in %s (the database was deleted or replaced): deleted",
                 folder,
                 self.store.db_path,
             )
-        if orphans:
+        if reclaimed:
             self.usage = self.store.disk_usage()
 
     async def stop(self) -> None:
@@ -299,6 +305,15 @@ class JobWorker:
                 out,
             )
             self.usage += out.stat().st_size
+
+
+def _last_touched(folder: Path) -> float:
+    """The newest modification time of ``folder`` and the files in it."""
+    times = [folder.stat().st_mtime]
+    for path in folder.iterdir():
+        with contextlib.suppress(OSError):
+            times.append(path.stat().st_mtime)
+    return max(times)
 
 
 def any_files(folder: Path) -> bool:

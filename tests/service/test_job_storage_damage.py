@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -81,11 +84,19 @@ async def test_a_database_removed_while_running_answers_503_then_orphans_are_rec
         assert r.status_code == 200
     folder = tmp_path / "jobs" / job["id"]
     assert folder.is_dir()  # the files a lost database left behind
+    fresh = tmp_path / "jobs" / "an-upload-in-flight"  # another process's, not stored yet
+    fresh.mkdir()
+    (fresh / "video").write_bytes(b"uploading")
+    aged = time.time() - 7200  # older than FBIL_JOB_UPLOAD_TIMEOUT_S (1 h)
+    for path in (folder, *folder.iterdir()):
+        os.utime(path, (aged, aged))
     with caplog.at_level(logging.WARNING):
         async with serve(tiny_model.path, data_dir=tmp_path, **SETTINGS) as s:
             assert not folder.exists()  # before: kept for ever, counted against the quota
-            assert s.app.state.jobs.usage < len(video)
+            assert fresh.is_dir()  # may still become a job: left
+            assert s.app.state.jobs.usage < len(video) + 100
             assert (await s.client.get("/v1/jobs")).json() == {"jobs": []}
+            shutil.rmtree(fresh)
             job = await _finished_job(s, video)  # the new database works
     assert any(str(folder) in rec.getMessage() for rec in caplog.records)
 
