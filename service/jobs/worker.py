@@ -122,6 +122,7 @@ class JobWorker:
                 if resumed:
                     log.info("%d jobs left running by the last process will resume", resumed)
                 self._reclaim_orphans()
+                self._update_gauges()  # what the last process left, before the first round
             except JobStorageUnavailableError as e:
                 self.broken, self._store = e, None  # jobs answer 503, /detect goes on
                 log.error("jobs are unavailable: %s", e.message)
