@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from fbil.service.api.deps import require_api_key_unless
+from fbil.service.jobs.schemas import JobRequest
 from fbil.service.schemas import DetectRequest
 
 OPENAPI_URL = "/openapi.json"
@@ -30,14 +31,16 @@ router = APIRouter(
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the ``DetectRequest`` schema, which ``/detect`` takes as a JSON
-    form field (its ``request`` part refers to it with ``contentSchema``)."""
+    """FastAPI's document plus the ``DetectRequest`` and ``JobRequest`` schemas, which
+    ``/detect`` and ``POST /v1/jobs`` take as a JSON form field (their ``request`` part refers
+    to them)."""
     document = FastAPI.openapi(app)  # cached by FastAPI
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    if "DetectRequest" not in schemas:
-        schema = DetectRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas["DetectRequest"] = schema
+    for model in (DetectRequest, JobRequest):  # the JSON form fields' documents
+        if model.__name__ not in schemas:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[model.__name__] = schema
     return document
 
 

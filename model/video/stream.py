@@ -26,7 +26,13 @@ import torch
 
 from fbil.model.preprocess import PreprocessSpec
 from fbil.model.video.decode import check_times, decode_pass
-from fbil.model.video.sampling import ClipConverter, DisplayConverter, Sampler, clip_window
+from fbil.model.video.sampling import (
+    ClipConverter,
+    DisplayConverter,
+    FrameFit,
+    Sampler,
+    clip_window,
+)
 from fbil.model.video.types import (
     Clip,
     DecodeCancelledError,
@@ -189,8 +195,10 @@ class WindowStream(Iterator[Window]):
         cancel: threading.Event | None,
         ahead: int,
         executor: Executor | None,
+        frame_fit: FrameFit | None = None,
     ) -> None:
         self._pass = (source, times, groups, spec, limits)
+        self._frame_fit = frame_fit
         self._out: queue.Queue[object] = queue.Queue(maxsize=max(1, ahead))
         self._stop = _Cancel(cancel)
         self._ended = not times
@@ -218,7 +226,7 @@ class WindowStream(Iterator[Window]):
     def _produce(self) -> None:
         source, times, groups, spec, limits = self._pass
         emitted = [0]
-        clip_convert, frame_convert = ClipConverter(spec), DisplayConverter()
+        clip_convert, frame_convert = ClipConverter(spec), DisplayConverter(self._frame_fit)
 
         def sampler() -> _WindowSampler:
             clips, frames = _Clips(times, spec, clip_convert), _Frames(groups, frame_convert)
@@ -273,13 +281,16 @@ def stream_windows(
     cancel: threading.Event | None = None,
     ahead: int = 4,
     executor: Executor | None = None,
+    frame_fit: FrameFit | None = None,
 ) -> WindowStream:
     """The :class:`Window` of each keyframe at ``times`` (ascending), one by one: its clip as
     ``decode_clips`` makes it and, with ``frame_times`` (per keyframe, the times the person
     detector looks at to reach it, ascending across keyframes and none after the keyframe),
     the frames ``read_frames`` would read at those times. At most ``ahead`` finished windows
-    wait to be taken. The pass runs on ``executor`` (bounded decoding for requests), else on
-    a thread of its own (a long job must not hold a shared decoder thread for hours).
+    wait to be taken. ``frame_fit`` gives the size the frames are held at (scaled down to
+    what the person detector needs; boxes it finds are 0..1). The pass runs on ``executor``
+    (bounded decoding for requests), else on a thread of its own (a long job must not hold a
+    shared decoder thread for hours).
 
     Times are checked here (:class:`~fbil.model.video.KeyframeOutOfRangeError`); errors of
     the video (:class:`~fbil.model.video.VideoError`) are raised where the window they
@@ -297,4 +308,4 @@ def stream_windows(
     flat = [t for g in groups for t in g]
     if any(b < a for a, b in zip(flat, flat[1:], strict=False)):
         raise ValueError("frame times must be ascending")
-    return WindowStream(source, ordered, groups, spec, limits, cancel, ahead, executor)
+    return WindowStream(source, ordered, groups, spec, limits, cancel, ahead, executor, frame_fit)

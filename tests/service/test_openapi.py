@@ -19,12 +19,12 @@ RESPONSES = {
     ("/v1/model", "get"): {"200", "401", "503"},
     ("/detect", "post"): {"200", "400", "401", "408", "413", "415", "422", "503"},
     ("/v1/jobs", "post"): {"202", "400", "401", "408", "413", "415", "422", "503", "507"},
-    ("/v1/jobs", "get"): {"200", "401"},
-    ("/v1/jobs/{job_id}", "get"): {"200", "401", "404"},
-    ("/v1/jobs/{job_id}", "delete"): {"200", "401", "404"},
-    ("/v1/jobs/{job_id}/results", "get"): {"200", "401", "404"},
-    ("/v1/jobs/{job_id}/results.csv", "get"): {"200", "401", "404"},
-    ("/v1/jobs/{job_id}/video", "get"): {"200", "401", "404"},
+    ("/v1/jobs", "get"): {"200", "401", "503"},  # 503: job storage unavailable
+    ("/v1/jobs/{job_id}", "get"): {"200", "401", "404", "503"},
+    ("/v1/jobs/{job_id}", "delete"): {"200", "401", "404", "503"},
+    ("/v1/jobs/{job_id}/results", "get"): {"200", "401", "404", "500", "503"},  # 500: damaged
+    ("/v1/jobs/{job_id}/results.csv", "get"): {"200", "401", "404", "500", "503"},
+    ("/v1/jobs/{job_id}/video", "get"): {"200", "401", "404", "503"},
 }
 PROTECTED = {("/metrics", "get"), ("/v1/model", "get"), ("/detect", "post")} | {
     key for key in RESPONSES if key[0].startswith("/v1/jobs")
