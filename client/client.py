@@ -105,13 +105,19 @@ class Client:
     # ------------------------------------------------------------------ long-video jobs
 
     def submit_job(self, video: VideoInput, request: Mapping[str, Any] | None = None) -> dict:
-        """``POST /v1/jobs``: a whole video as a job (``request``: see JobRequest); its state
-        document (``id``, ``state``, ``progress``, ``links``)."""
+        """``POST /v1/jobs``: a whole video as a job (``request``: see JobRequest; its
+        ``keyframes`` may be :class:`~fbil.client.schemas.Keyframe` s, as for :meth:`detect`);
+        its state document (``id``, ``state``, ``progress``, ``links``)."""
+        document = dict(request or {})
+        if document.get("keyframes") is not None:
+            document["keyframes"] = [
+                k.to_json() if isinstance(k, Keyframe) else dict(k) for k in document["keyframes"]
+            ]
         with _video_part(video) as part:
             response = self._send(
                 "POST",
                 "/v1/jobs",
-                data={"request": json.dumps(dict(request or {}))},
+                data={"request": json.dumps(document)},
                 files={"video": part},
             )
         return response.json()

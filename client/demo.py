@@ -9,7 +9,8 @@ Usage::
 
 ``BOXES.json`` is the ``request`` document of ``POST /detect``; without it, the service's
 person detector finds the people on keyframes every ``--keyframe-interval`` seconds and each is
-drawn as ``#track_id`` in its track's colour, the same person alike on every keyframe.
+drawn as ``#track_id`` in its track's colour, the same person alike on every keyframe. A video
+longer than one ``/detect`` request takes goes to the service as a job (``/v1/jobs``).
 Detections come from a running service (``--url``); without it, a private ``fbil-serve`` is
 started on a free loopback port for the run (``--model``, default: the service's default
 model), so both paths are the same HTTP API, spoken by :class:`~fbil.client.Client`. Frames
@@ -116,14 +117,54 @@ def run(
     top_k: int = 3,
 ) -> DetectResult:
     """Detect (``request``: the fields of the ``/detect`` request document), then render the
-    video (and the contact sheet); returns the result."""
-    result = client.detect(video, **request)
+    video (and the contact sheet); returns the result. A video longer than one ``/detect``
+    request takes (413 ``too_many_keyframes`` or ``video_too_large``) goes through the jobs
+    API instead (:func:`detect_as_job`)."""
+    try:
+        result = client.detect(video, **request)
+    except FBILError as e:
+        if e.code not in LONG_VIDEO_CODES:
+            raise
+        result = detect_as_job(client, video, request)
     meta = result.video
     drawn = overlays(result, request.get("box_format", "pixels"), meta.width, meta.height, top_k)
     render_video(video, drawn, out)
     if contact_sheet is not None:
         render_contact_sheet(video, drawn, contact_sheet)
     return result
+
+
+LONG_VIDEO_CODES = ("too_many_keyframes", "video_too_large")  # /detect's "too long for me"
+JOB_POLL_S = 0.5
+
+
+def detect_as_job(client: Client, video: Path, request: dict[str, Any]) -> DetectResult:
+    """The ``/detect`` result of ``request`` over the whole ``video``, made by a job
+    (``POST /v1/jobs``: the long-video path), which is deleted once its results are read."""
+    job = client.submit_job(video, {**request, "outputs": ["json"]})
+    try:
+        done = client.wait_job(job["id"], poll_s=JOB_POLL_S)
+        if done["state"] != "succeeded":
+            error = done.get("error") or {}
+            raise FBILError(
+                None,
+                error.get("code", done["state"]),
+                f"job {job['id']} {done['state']}: {error.get('message', '')}".strip(),
+            )
+        keyframes = client.job_results(job["id"])
+    finally:
+        with contextlib.suppress(FBILError):
+            client.delete_job(job["id"])
+    model = client.model_info()
+    zero = dict.fromkeys(("decode", "detect", "queue", "inference", "total"), 0.0)
+    return DetectResult.from_json(
+        {
+            "model": {"name": model.name, "version": model.version, "backend": model.backend},
+            "video": {**done["video"], "fps": None, "duration": None},
+            "keyframes": keyframes,
+            "timing_ms": zero,
+        }
+    )
 
 
 def read_request(path: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ Tiles are resized to the input's fixed ``H x W`` when the model has one, else to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,19 @@ class OnnxPersonDetector:
         self.input_size = _input_size(self.layout)
         self.tiling = tiling
         self.nms_iou = nms_iou
+
+    def needed_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size a ``height x width`` frame can be scaled down to before :meth:`detect`
+        without changing what the model sees much: each tile still at least the model's
+        input size (every tile is resized to it anyway). Never larger than the frame."""
+        windows = self.tiling.windows(height, width)
+        tile_w = int(windows[0, 2] - windows[0, 0])
+        tile_h = int(windows[0, 3] - windows[0, 1])
+        in_h, in_w = self.input_size
+        factor = min(1.0, max(in_h / max(tile_h, 1), in_w / max(tile_w, 1)))
+        if factor >= 1.0:
+            return height, width
+        return min(height, math.ceil(height * factor)), min(width, math.ceil(width * factor))
 
     def tiles(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """The uint8 ``(N, H, W, 3)`` batch of every frame's windows resized to the model input,

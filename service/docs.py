@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from fbil.service.api.deps import require_api_key_unless
+from fbil.service.jobs.schemas import JobRequest
 from fbil.service.schemas import DetectRequest
 from fbil.service.streams.schemas import StreamRequest
 
@@ -31,11 +32,13 @@ router = APIRouter(
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the ``DetectRequest`` schema, which ``/detect`` takes as a JSON
-    form field (its ``request`` part refers to it with ``contentSchema``)."""
+    """FastAPI's document plus the ``DetectRequest``, ``JobRequest`` and ``StreamRequest``
+    schemas, which ``/detect`` and ``POST /v1/jobs`` take as a JSON form field (their
+    ``request`` part refers to them) and ``POST /v1/streams`` as its body."""
     document = FastAPI.openapi(app)  # cached by FastAPI
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for model in (DetectRequest, StreamRequest):  # JSON bodies read by the routes themselves
+    # the JSON documents the routes read themselves (form fields, /v1/streams' body)
+    for model in (DetectRequest, JobRequest, StreamRequest):
         if model.__name__ not in schemas:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))

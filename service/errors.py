@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from fbil.model.video import (
     DecodeBudgetError,
@@ -227,6 +228,20 @@ class StorageQuotaError(ServiceError):
     meaning = "job files would pass `FBIL_JOB_DISK_QUOTA_BYTES` or `FBIL_JOB_MIN_FREE_DISK_BYTES`"
 
 
+# damaged job storage (issue 27): jobs answer these, /detect is unaffected
+class JobStorageUnavailableError(ServiceError):
+    status, code = 503, "job_storage_unavailable"
+    meaning = (
+        "the jobs database cannot be read or was removed (the message names the file and "
+        "what to do); `/detect` still answers"
+    )
+
+
+class JobResultsDamagedError(ServiceError):
+    status, code = 500, "job_results_damaged"
+    meaning = "a job's stored results file is missing, cut short or altered: resubmit the job"
+
+
 # live streams (/v1/streams)
 
 
@@ -359,7 +374,24 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     fallback = ServiceError.code if exc.status_code < 500 else InternalError.code
     code = HTTP_ERROR_CODES.get(exc.status_code, fallback)
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names only the first route of the path
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the request's path answers (asked of each route, with
+    each method: one path may have several routes)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:

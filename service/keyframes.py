@@ -510,6 +510,9 @@ async def run_video(
         cancel=cancel,
         ahead=in_flight,
         executor=executor,
+        # frames held for the detector at the size it needs, not the video's (a 4K request
+        # would hold FBIL_MAX_DETECT_FRAMES full frames)
+        frame_fit=getattr(engine.detector, "needed_size", None) if plan.detects else None,
     )
     return await run_keyframes(
         engine,

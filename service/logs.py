@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import sys
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any
@@ -72,8 +74,34 @@ def logging_config(level: str = "info", json_logs: bool = True) -> dict[str, Any
             "uvicorn.error": {"level": upper},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
+        # everyone else's loggers (asyncio's "Task exception was never retrieved", libraries')
+        # in the same format: no plain-text line in a JSON log
+        "root": {"handlers": ["default"], "level": "WARNING"},
     }
 
 
 def configure_logging(level: str = "info", json_logs: bool = True) -> None:
     logging.config.dictConfig(logging_config(level, json_logs))
+    install_excepthooks()
+
+
+def install_excepthooks() -> None:
+    """Uncaught exceptions (the main thread's, e.g. at shutdown, and other threads') are
+    logged records, not tracebacks printed past the log's format."""
+    log = logging.getLogger("fbil.uncaught")
+
+    def main_hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            log.info("interrupted")
+            return
+        log.critical("uncaught exception", exc_info=(kind, value, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+        log.error("uncaught exception in thread %s", name, exc_info=exc_info)  # type: ignore[arg-type]
+
+    sys.excepthook = main_hook
+    threading.excepthook = thread_hook

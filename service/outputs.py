@@ -66,6 +66,7 @@ def ava_csv(
     scale = (1.0, 1.0, 1.0, 1.0) if box_format == "normalized" else (width, height) * 2
     if header:
         yield _csv_row(CSV_HEADER)
+    video_id = csv_text(video_id)
     for line in lines:
         keyframe = json.loads(line)
         for actor in keyframe["actors"]:
@@ -78,9 +79,23 @@ def ava_csv(
                         *(f"{v:.4f}" for v in box),
                         action["id"],
                         f"{action['score']:.6f}",
-                        actor["id"],
+                        csv_text(actor["id"]),
                     )
                 )
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula
+
+
+def csv_text(value: Any) -> Any:
+    """A client's text made safe for a CSV cell (OWASP's CSV injection rule): a value starting
+    with ``= + - @``, tab or CR gets a leading ``'`` (shown as text, never run as a formula),
+    and line breaks are written as ``\\n`` / ``\\r`` so a line-based reader cannot be handed
+    a forged row. Numbers pass unchanged; the JSON results keep the id as sent."""
+    if not isinstance(value, str):
+        return value
+    text = value.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+    return "'" + text if value.startswith(FORMULA_PREFIXES) else text
 
 
 def _csv_row(values: Sequence[Any]) -> str:

@@ -44,6 +44,7 @@ EXAMPLE_RESPONSE: dict[str, Any] = {
                         {"id": 80, "name": "watch (a person)", "score": 0.64},
                         {"id": 17, "name": "carry/hold (an object)", "score": 0.33},
                     ],
+                    "source": "client",
                 },
                 {
                     "id": 7,
@@ -52,11 +53,19 @@ EXAMPLE_RESPONSE: dict[str, Any] = {
                         {"id": 12, "name": "stand", "score": 0.88},
                         {"id": 79, "name": "talk to (e.g., self, a person, a group)", "score": 0.4},
                     ],
+                    "source": "client",
                 },
             ],
         }
     ],
-    "timing_ms": {"decode": 41.2, "detect": 0.0, "queue": 1.3, "inference": 87.5, "total": 135.0},
+    "timing_ms": {
+        "decode": 41.2,
+        "detect": 0.0,
+        "detect_wait": 0.0,
+        "queue": 1.3,
+        "inference": 87.5,
+        "total": 135.0,
+    },
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import av
 import numpy as np
 import torch
+import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 
 from fbil.model.preprocess import PreprocessSpec, normalize, resize, scaled_size
@@ -52,16 +53,31 @@ class ClipConverter:
         return normalize(rgb, self.spec)
 
 
-class DisplayConverter:
-    """Decoded frame -> its displayed picture, uint8 RGB ``(H, W, 3)`` at full resolution."""
+FrameFit = Callable[[int, int], tuple[int, int]]  # displayed (H, W) -> the size to keep
 
-    def __init__(self) -> None:
+
+class DisplayConverter:
+    """Decoded frame -> its displayed picture, uint8 RGB ``(H, W, 3)`` at full resolution, or
+    scaled down (antialiased bilinear) to the size ``fit`` gives for it: what its user needs,
+    so a 4K frame is not held at 4K."""
+
+    def __init__(self, fit: FrameFit | None = None) -> None:
         self._reformatter = VideoReformatter()
+        self._fit = fit
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         rgb = _rgb(frame, self._reformatter)
         turns = quarter_turns(frame)
-        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+        rgb = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+        if self._fit is None:
+            return rgb
+        height, width = rgb.shape[:2]
+        size = self._fit(height, width)
+        if size == (height, width):
+            return rgb
+        image = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
+        small = F.interpolate(image, size=size, mode="bilinear", antialias=True)
+        return np.ascontiguousarray(small[0].permute(1, 2, 0).numpy())
 
 
 # --------------------------------------------------------------------------- sampling

@@ -30,7 +30,13 @@ import torch
 from fbil.model.preprocess import PreprocessSpec
 from fbil.model.video.container import display_size
 from fbil.model.video.decode import check_times, decode_pass
-from fbil.model.video.sampling import ClipConverter, DisplayConverter, Sampler, clip_window
+from fbil.model.video.sampling import (
+    ClipConverter,
+    DisplayConverter,
+    FrameFit,
+    Sampler,
+    clip_window,
+)
 from fbil.model.video.types import (
     Clip,
     DecodeCancelledError,
@@ -194,8 +200,10 @@ class WindowStream(Iterator[Window]):
         cancel: threading.Event | None,
         ahead: int,
         executor: Executor | None,
+        frame_fit: FrameFit | None = None,
     ) -> None:
         self._pass = (source, times, groups, spec, limits)
+        self._frame_fit = frame_fit
         self._out: queue.Queue[object] = queue.Queue(maxsize=max(1, ahead))
         self._stop = _Cancel(cancel)
         self._ended = not times
@@ -223,7 +231,7 @@ class WindowStream(Iterator[Window]):
     def _produce(self) -> None:
         source, times, groups, spec, limits = self._pass
         emitted = [0]
-        clip_convert, frame_convert = ClipConverter(spec), DisplayConverter()
+        clip_convert, frame_convert = ClipConverter(spec), DisplayConverter(self._frame_fit)
 
         def sampler() -> _WindowSampler:
             clips, frames = _Clips(times, spec, clip_convert), _Frames(groups, frame_convert)
@@ -278,13 +286,16 @@ def stream_windows(
     cancel: threading.Event | None = None,
     ahead: int = 4,
     executor: Executor | None = None,
+    frame_fit: FrameFit | None = None,
 ) -> WindowStream:
     """The :class:`Window` of each keyframe at ``times`` (ascending), one by one: its clip as
     ``decode_clips`` makes it and, with ``frame_times`` (per keyframe, the times the person
     detector looks at to reach it, ascending across keyframes and none after the keyframe),
     the frames ``read_frames`` would read at those times. At most ``ahead`` finished windows
-    wait to be taken. The pass runs on ``executor`` (bounded decoding for requests), else on
-    a thread of its own (a long job must not hold a shared decoder thread for hours).
+    wait to be taken. ``frame_fit`` gives the size the frames are held at (scaled down to
+    what the person detector needs; boxes it finds are 0..1). The pass runs on ``executor``
+    (bounded decoding for requests), else on a thread of its own (a long job must not hold a
+    shared decoder thread for hours).
 
     Times are checked here (:class:`~fbil.model.video.KeyframeOutOfRangeError`); errors of
     the video (:class:`~fbil.model.video.VideoError`) are raised where the window they
@@ -302,7 +313,7 @@ def stream_windows(
     flat = [t for g in groups for t in g]
     if any(b < a for a, b in zip(flat, flat[1:], strict=False)):
         raise ValueError("frame times must be ascending")
-    return WindowStream(source, ordered, groups, spec, limits, cancel, ahead, executor)
+    return WindowStream(source, ordered, groups, spec, limits, cancel, ahead, executor, frame_fit)
 
 
 # --------------------------------------------------------------------------- live sources
@@ -330,7 +341,7 @@ class LiveWindows(Iterator[Window]):
     frames a reader thread :meth:`push` es as they are decoded, each keyframe's
     :class:`Window` made by the samplers of :func:`stream_windows` (same clips, same nearest
     frame rule), with the detector's frames at most ``step_s`` apart since the keyframe
-    before (at most ``max_frames_per_gap``).
+    before (at most ``max_frames_per_gap``), held at the size ``frame_fit`` gives.
 
     The consumer takes windows at its own pace: only the newest finished window waits; one
     not taken when the next is finished is dropped (``dropped`` counts them), so a slow
@@ -350,6 +361,7 @@ class LiveWindows(Iterator[Window]):
         step_s: float = 0.0,
         max_frames_per_gap: int = 1,
         clock: Callable[[], float] | None = None,
+        frame_fit: FrameFit | None = None,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"keyframe interval {interval}")
@@ -360,7 +372,7 @@ class LiveWindows(Iterator[Window]):
         half = spec.frame_interval / spec.base_fps / 2
         self._lead = offsets[0] - half  # a clip begins this long before its keyframe (< 0)
         self._clip_convert = _Memo(ClipConverter(spec))
-        self._frame_convert = _Memo(DisplayConverter())
+        self._frame_convert = _Memo(DisplayConverter(frame_fit))
         self._filling: list[_WindowSampler] = []
         self._next: float | None = None  # the next keyframe's time
         self._previous: float | None = None  # the last keyframe's time (its frames' start)

@@ -17,7 +17,7 @@ from fbil.model.video import segment_end
 from fbil.service.api.deps import admit, get_state, ready_engine, require_api_key
 from fbil.service.api.openapi import error_responses, multipart_body
 from fbil.service.engine import Engine
-from fbil.service.errors import ClientDisconnectedError
+from fbil.service.errors import ClientDisconnectedError, TooManyKeyframesError
 from fbil.service.form import read_detect_form
 from fbil.service.keyframes import (
     Answered,
@@ -108,7 +108,11 @@ async def answer_segment(
         begun = time.perf_counter()
         end = await loop.run_in_executor(engine.decode_pool, segment_end, data, limits)
         end_s = time.perf_counter() - begun
-    times, given = request_keyframes(body, end, s.max_keyframes)
+    try:
+        times, given = request_keyframes(body, end, s.max_keyframes)
+    except TooManyKeyframesError as e:  # the long-video path is the answer a user wants
+        e.message += "; for a whole video, submit it as a job (POST /v1/jobs)"
+        raise
     plan = plan_from_settings(times, given, s, whole_video=False)
     options = request_options(body, s)
     answers: list[KeyframeOut | None] = [None] * len(plan.times)

@@ -26,7 +26,6 @@ from fbil.service.errors import (
     ClientDisconnectedError,
     JobNotFoundError,
     JobVideoUnavailableError,
-    OverloadedError,
 )
 from fbil.service.form import parse_request_json, read_form
 from fbil.service.jobs.schemas import (
@@ -39,7 +38,7 @@ from fbil.service.jobs.schemas import (
     JobRequest,
 )
 from fbil.service.jobs.store import ANNOTATED_FILE, VIDEO_FILE, Job, new_job_id
-from fbil.service.jobs.worker import JobWorker
+from fbil.service.jobs.worker import JobWorker, Reservation
 from fbil.service.keyframes import client_actors, request_keyframes, require_detector
 from fbil.service.outputs import ava_csv
 
@@ -50,7 +49,7 @@ JOB_ID: dict[str, Any] = {
     "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 }
 
-QUOTA_CHECK_BYTES = 8 * 1024 * 1024  # an upload is held against the quota every this many bytes
+QUOTA_STEP_BYTES = 1024 * 1024  # an upload reserves quota in steps of this many bytes
 
 JOB_BODY = multipart_body(
     "the whole video (any container/codec ffmpeg reads), streamed to disk",
@@ -86,28 +85,28 @@ def _job_out(job: Job) -> JobOut:
     )
 
 
-def _find(request: Request, job_id: str, owner: str) -> Job:
-    worker = _worker(request)
-    if not (worker.settings.data_dir / "jobs.sqlite3").exists():
-        raise JobNotFoundError(f"no job {job_id[:64]!r}")
-    job = worker.store.get(job_id, owner)
+async def _find(request: Request, job_id: str, owner: str) -> Job:
+    """The caller's job (404 otherwise), read off the event loop (a row holds up to
+    ``FBIL_JOB_MAX_KEYFRAMES`` times and keyframes to parse)."""
+    store = _worker(request).ready_store()
+    job = await asyncio.to_thread(store.get, job_id, owner)
     if job is None:
         raise JobNotFoundError(f"no job {job_id[:64]!r}")
     return job
 
 
 class _QuotaFile:
-    """The upload's file: holds the bytes written against the jobs' disk quota."""
+    """The upload's file: its bytes are reserved against the jobs' disk quota before they
+    are written (in steps of ``QUOTA_STEP_BYTES``)."""
 
-    def __init__(self, file: IO[bytes], worker: JobWorker) -> None:
-        self.file, self.worker = file, worker
-        self.written = self._checked = 0
+    def __init__(self, file: IO[bytes], reservation: Reservation) -> None:
+        self.file, self.reservation = file, reservation
+        self.written = 0
 
     def write(self, data: bytes) -> int:
         self.written += len(data)
-        if self.written - self._checked >= QUOTA_CHECK_BYTES:
-            self.worker.check_space(self.written)
-            self._checked = self.written
+        if self.written > self.reservation.bytes:
+            self.reservation.grow(max(self.written - self.reservation.bytes, QUOTA_STEP_BYTES))
         return self.file.write(data)
 
 
@@ -128,31 +127,34 @@ async def submit_job(request: Request, response: Response, owner: Owner) -> JobO
     ready_engine(state)
     worker = _worker(request)
     s = state.settings
-    store = worker.store
-    if store.count("queued") >= s.max_queued_jobs:
-        raise OverloadedError(f"{s.max_queued_jobs} jobs are waiting; retry later")
-    declared = request.headers.get("content-length", "")
-    worker.check_space(int(declared) if declared.isdigit() else 0)
-    job_id = new_job_id()
-    folder = store.job_dir(job_id)
-    folder.mkdir(parents=True)
-    path = folder / VIDEO_FILE
-    try:
-        with path.open("wb") as file:
-            counted = _QuotaFile(file, worker)
-            try:
-                raw = await read_form(request, counted, max_json_bytes=s.max_request_json_bytes)  # type: ignore[arg-type]
-            except ClientDisconnect:
-                raise ClientDisconnectedError("the client disconnected during the upload") from None
-            file.flush()
-            await asyncio.to_thread(os.fsync, file.fileno())
-        worker.check_space(0)
-        body = parse_request_json(raw, JobRequest)
-        job = await asyncio.to_thread(_create, worker, job_id, owner, body, path)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    worker.usage += counted.written
+    with worker.reserve() as reservation:  # a queue place, then bytes, before accepting
+        declared = request.headers.get("content-length", "")
+        reservation.grow(int(declared) if declared.isdigit() else 0)
+        job_id = new_job_id()
+        folder = worker.store.job_dir(job_id)
+        folder.mkdir(parents=True)
+        path = folder / VIDEO_FILE
+        try:
+            with path.open("wb") as file:
+                counted = _QuotaFile(file, reservation)
+                try:
+                    raw = await read_form(
+                        request,
+                        counted,  # type: ignore[arg-type]
+                        max_json_bytes=s.max_request_json_bytes,
+                    )
+                except ClientDisconnect:
+                    raise ClientDisconnectedError(
+                        "the client disconnected during the upload"
+                    ) from None
+                file.flush()
+                await asyncio.to_thread(os.fsync, file.fileno())
+            body = parse_request_json(raw, JobRequest)
+            job = await asyncio.to_thread(_create, worker, job_id, owner, body, path)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        reservation.accept(counted.written)
     worker.wake()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return _job_out(job)
@@ -182,36 +184,42 @@ def _create(worker: JobWorker, job_id: str, owner: str, body: JobRequest, path) 
     return worker.store.create(job_id, owner, request, times, info.width, info.height)
 
 
-@router.get("", response_model=JobList, responses=error_responses(401))
+@router.get("", response_model=JobList, responses=error_responses(401, 503))
 async def list_jobs(request: Request, owner: Owner) -> JobList:
     """The caller's jobs, newest first."""
-    worker = _worker(request)
-    if not (worker.settings.data_dir / "jobs.sqlite3").exists():
-        return JobList(jobs=[])
-    return JobList(jobs=[_job_out(j) for j in worker.store.list(owner)])
+    store = _worker(request).ready_store()
+    jobs = await asyncio.to_thread(store.list, owner)  # rows to parse: off the event loop
+    return JobList(jobs=[_job_out(j) for j in jobs])
 
 
 @router.get(
-    "/{job_id}", response_model=JobOut, responses=error_responses(401, 404), openapi_extra=JOB_ID
+    "/{job_id}",
+    response_model=JobOut,
+    responses=error_responses(401, 404, 503),
+    openapi_extra=JOB_ID,
 )
 async def get_job(request: Request, owner: Owner) -> JobOut:
     """A job's state, progress (keyframes done / total), times and error."""
-    return _job_out(_find(request, request.path_params["job_id"], owner))
+    return _job_out(await _find(request, request.path_params["job_id"], owner))
 
 
 @router.delete(
-    "/{job_id}", response_model=JobOut, responses=error_responses(401, 404), openapi_extra=JOB_ID
+    "/{job_id}",
+    response_model=JobOut,
+    responses=error_responses(401, 404, 503),
+    openapi_extra=JOB_ID,
 )
 async def delete_job(request: Request, owner: Owner) -> JobOut:
     """Cancel the job if it has not finished, and delete it with its files (then 404)."""
-    job = _find(request, request.path_params["job_id"], owner)
+    job = await _find(request, request.path_params["job_id"], owner)
     worker = _worker(request)
     if job.state in ("queued", "running"):
         await worker.cancel(job)
-    final = worker.store.get(job.id) or job
+    final = await asyncio.to_thread(worker.store.get, job.id) or job
     await asyncio.to_thread(worker.store.delete, job.id)
     with contextlib.suppress(Exception):
         worker.usage = await asyncio.to_thread(worker.store.disk_usage)
+    worker.update_gauges()
     return _job_out(final)
 
 
@@ -223,15 +231,16 @@ async def delete_job(request: Request, owner: Owner) -> JobOut:
             "description": "one JSON object per keyframe in time order (a keyframe of /detect)",
             "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
         },
-        **error_responses(401, 404),
+        **error_responses(401, 404, 500, 503),
     },
     openapi_extra=JOB_ID,
 )
 async def job_results(request: Request, owner: Owner) -> StreamingResponse:
     """The keyframes done so far (all of them once the job succeeded), one JSON line each."""
-    job = _find(request, request.path_params["job_id"], owner)
-    lines = _worker(request).store.lines(job)
-    return StreamingResponse(lines, media_type="application/x-ndjson")
+    job = await _find(request, request.path_params["job_id"], owner)
+    store = _worker(request).store
+    await asyncio.to_thread(store.verify, job)  # a damaged file: an error, not a cut body
+    return StreamingResponse(store.lines(job), media_type="application/x-ndjson")
 
 
 @router.get(
@@ -243,15 +252,17 @@ async def job_results(request: Request, owner: Owner) -> StreamingResponse:
             "action_id, score, track_id; no header",
             "content": {"text/csv": {"schema": {"type": "string"}}},
         },
-        **error_responses(401, 404),
+        **error_responses(401, 404, 500, 503),
     },
     openapi_extra=JOB_ID,
 )
 async def job_results_csv(request: Request, owner: Owner) -> StreamingResponse:
     """The results so far in the AVA detections CSV format (plus the track id)."""
-    job = _find(request, request.path_params["job_id"], owner)
+    job = await _find(request, request.path_params["job_id"], owner)
+    store = _worker(request).store
+    await asyncio.to_thread(store.verify, job)  # a damaged file: an error, not a cut body
     rows = ava_csv(
-        _worker(request).store.lines(job),
+        store.lines(job),
         job.request.get("video_id", "video"),
         job.request.get("box_format", "pixels"),
         job.width,
@@ -268,13 +279,13 @@ async def job_results_csv(request: Request, owner: Owner) -> StreamingResponse:
             "description": "the annotated MP4: boxes, track ids and top actions drawn",
             "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
         },
-        **error_responses(401, 404),
+        **error_responses(401, 404, 503),
     },
     openapi_extra=JOB_ID,
 )
 async def job_video(request: Request, owner: Owner) -> FileResponse:
     """The annotated video of a job that asked for `video` in `outputs`, once it succeeded."""
-    job = _find(request, request.path_params["job_id"], owner)
+    job = await _find(request, request.path_params["job_id"], owner)
     path = _worker(request).store.job_dir(job.id) / ANNOTATED_FILE
     if "video" not in job.request.get("outputs", []):
         raise JobVideoUnavailableError("the job did not ask for `video` in its `outputs`")

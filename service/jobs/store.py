@@ -1,9 +1,15 @@
 """Job state in SQLite (WAL) under the data directory, each job's files in a folder beside it.
 
 A job's results are JSON lines appended to ``results.jsonl``. A line is written and fsynced
-before the job's row records it (``done``, ``results_bytes``), in one transaction: after a
-crash the row names the last complete keyframe, and anything past ``results_bytes`` in the file
-(a line cut short, or one written but not recorded) is cut off on resume. No gap, no duplicate.
+before the job's row records it (``done``, ``results_bytes`` and ``results_crc``, the CRC-32 of
+the file's first ``results_bytes``), in one transaction: after a crash the row names the last
+complete keyframe, and anything past ``results_bytes`` in the file (a line cut short, or one
+written but not recorded) is cut off on resume. No gap, no duplicate. A file shorter than its
+row says, or whose checksum differs, is damaged: :class:`JobResultsDamagedError`, never a
+cut or altered body.
+
+A database that cannot be read raises :class:`JobStorageUnavailableError` naming the file;
+job folders with no row (a database deleted or replaced) are found by :meth:`JobStore.orphans`.
 
 Owners are SHA-256 digests of the API key that created the job (never the key); ids come from
 :func:`secrets.token_urlsafe` (128 bits).
@@ -18,14 +24,18 @@ import shutil
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from fbil.service.errors import JobResultsDamagedError, JobStorageUnavailableError
+
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
 VIDEO_FILE, RESULTS_FILE, ANNOTATED_FILE = "video", "results.jsonl", "annotated.mp4"
+DB_FILE = "jobs.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,7 +54,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     error_code TEXT,
     error_message TEXT,
-    tracker TEXT
+    tracker TEXT,
+    results_crc INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created);
@@ -75,6 +86,7 @@ class Job:
     error_code: str | None
     error_message: str | None
     tracker: dict[str, Any] | None = None  # automatic boxes: the tracker after ``done``
+    results_crc: int | None = None  # CRC-32 of the first results_bytes (None: an older row)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -92,17 +104,29 @@ class JobStore:
         self.data_dir = Path(data_dir)
         self.jobs_dir = self.data_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.data_dir / DB_FILE
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.data_dir / "jobs.sqlite3", check_same_thread=False, isolation_level=None
+        try:
+            self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
+            self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            for column, kind in (("tracker", "TEXT"), ("results_crc", "INTEGER")):
+                if column not in columns:  # a database made by an older version
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        except sqlite3.Error as e:
+            raise self.unreadable(e) from None
+
+    def unreadable(self, e: Exception) -> JobStorageUnavailableError:
+        """The error of a database that cannot be used, naming it and what to do."""
+        return JobStorageUnavailableError(
+            f"the jobs database {self.db_path} cannot be used ({e}): move it aside and restart "
+            f"the service (a new one is made; job folders under {self.jobs_dir} without a row "
+            "are then reclaimed). /detect is not affected",
+            {"file": str(self.db_path)},
         )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
-        self._db.executescript(_SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        if "tracker" not in columns:  # a database made before automatic boxes in jobs
-            self._db.execute("ALTER TABLE jobs ADD COLUMN tracker TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -118,7 +142,21 @@ class JobStore:
 
     def _execute(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, args).fetchall()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as e:
+                raise self.unreadable(e) from None
+
+    def check_present(self) -> None:
+        """:class:`JobStorageUnavailableError` when the open database's file was removed (the
+        connection still sees the deleted file: its jobs would be forgotten at restart)."""
+        if not self.db_path.exists():
+            raise JobStorageUnavailableError(
+                f"the jobs database {self.db_path} was removed while the service ran: restart "
+                f"the service (job folders under {self.jobs_dir} without a row are reclaimed "
+                "then). /detect is not affected",
+                {"file": str(self.db_path)},
+            )
 
     def create(
         self,
@@ -184,8 +222,20 @@ class JobStore:
     def requeue_running(self) -> int:
         """Jobs a stopped process left running wait again (they resume where they were)."""
         with self._lock:
-            cursor = self._db.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'")
+            try:
+                cursor = self._db.execute(
+                    "UPDATE jobs SET state = 'queued' WHERE state = 'running'"
+                )
+            except sqlite3.DatabaseError as e:
+                raise self.unreadable(e) from None
             return cursor.rowcount
+
+    def orphans(self) -> list[Path]:
+        """Job folders no row names (left by a database that was deleted or replaced)."""
+        if not self.jobs_dir.is_dir():
+            return []
+        known = {r[0] for r in self._execute("SELECT id FROM jobs")}
+        return sorted(p for p in self.jobs_dir.iterdir() if p.name not in known)
 
     def record(
         self,
@@ -193,14 +243,18 @@ class JobStore:
         done: int,
         results_bytes: int,
         tracker: dict[str, Any] | None = None,
+        results_crc: int | None = None,
     ) -> None:
-        """Keyframes up to ``done`` are in the results file, which is ``results_bytes`` long;
-        ``tracker`` is the state automatic boxes resume from (in the same transaction)."""
+        """Keyframes up to ``done`` are in the results file, which is ``results_bytes`` long
+        with CRC-32 ``results_crc``; ``tracker`` is the state automatic boxes resume from (in
+        the same transaction)."""
         self._execute(
-            "UPDATE jobs SET done = ?, results_bytes = ?, tracker = ? WHERE id = ?",
+            "UPDATE jobs SET done = ?, results_bytes = ?, tracker = ?, results_crc = ? "
+            "WHERE id = ?",
             done,
             results_bytes,
             None if tracker is None else json.dumps(tracker),
+            results_crc,
             job_id,
         )
 
@@ -244,18 +298,62 @@ class JobStore:
                     continue
         return total
 
+    def verify(self, job: Job) -> int:
+        """The CRC-32 of the results file's recorded bytes: :class:`JobResultsDamagedError`
+        unless it holds the ``results_bytes`` its row records, with their checksum."""
+        if job.results_bytes <= 0:
+            return 0
+        path = self.results_path(job.id)
+        crc, remaining = 0, job.results_bytes
+        try:
+            with path.open("rb") as f:
+                while remaining > 0:
+                    chunk = f.read(min(remaining, READ_CHUNK))
+                    if not chunk:
+                        break
+                    crc = zlib.crc32(chunk, crc)
+                    remaining -= len(chunk)
+        except FileNotFoundError:
+            raise _damaged(job, path, "is missing") from None
+        if remaining > 0:
+            raise _damaged(
+                job, path, f"is {job.results_bytes - remaining} bytes, not {job.results_bytes}"
+            )
+        if job.results_crc is not None and crc != job.results_crc:
+            raise _damaged(job, path, "does not match its checksum (altered)")
+        return crc
+
     def lines(self, job: Job) -> Iterator[bytes]:
-        """The recorded results lines of ``job`` (without any unrecorded tail)."""
+        """The recorded results lines of ``job`` (without any unrecorded tail): call
+        :meth:`verify` first; a file found short while read raises
+        :class:`JobResultsDamagedError`."""
         path = self.results_path(job.id)
         remaining = job.results_bytes
-        if remaining <= 0 or not path.exists():
+        if remaining <= 0:
             return
-        with path.open("rb") as f:
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            raise _damaged(job, path, "is missing") from None
+        with f:
             for line in f:
                 if remaining <= 0:
                     return
                 yield line[:remaining]
                 remaining -= len(line)
+        if remaining > 0:
+            raise _damaged(job, path, "was cut short")
+
+
+READ_CHUNK = 1024 * 1024
+
+
+def _damaged(job: Job, path: Path, what: str) -> JobResultsDamagedError:
+    return JobResultsDamagedError(
+        f"the results of job {job.id} ({path}) {what}: its {job.done} keyframes cannot be "
+        "served; delete the job and submit it again",
+        {"job_id": job.id, "keyframes": job.done},
+    )
 
 
 class ResultsWriter:
@@ -264,6 +362,7 @@ class ResultsWriter:
     def __init__(self, store: JobStore, job: Job) -> None:
         self.store, self.job_id = store, job.id
         self.done, self.size = job.done, job.results_bytes
+        self.crc = store.verify(job)  # resume only on the keyframes recorded
         path = store.results_path(job.id)
         path.touch()
         self._file = path.open("r+b")
@@ -277,7 +376,8 @@ class ResultsWriter:
         os.fsync(self._file.fileno())
         self.done += 1
         self.size += len(line)
-        self.store.record(self.job_id, self.done, self.size, tracker)
+        self.crc = zlib.crc32(line, self.crc)
+        self.store.record(self.job_id, self.done, self.size, tracker, self.crc)
 
     def close(self) -> None:
         self._file.close()

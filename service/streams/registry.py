@@ -274,6 +274,7 @@ class StreamRegistry:
             body.keyframe_interval,
             step_s=s.track_interval_s,
             max_frames_per_gap=s.max_detect_frames,
+            frame_fit=getattr(engine.detector, "needed_size", None),  # held as the detector needs
         )
         stream.windows = windows
         on_state, on_reconnect = self._from_reader(stream)

@@ -1,6 +1,8 @@
 """schemathesis against the OpenAPI document: generated requests to every route of a served tiny
-model (in-process ASGI, the model loaded and warm, API keys on) answer no 5xx, only documented
-statuses and content types, bodies that conform to their schemas, and 401 without the key."""
+model (in-process ASGI, the model loaded and warm, API keys on and off) answer no 5xx, only
+documented statuses and content types, bodies that conform to their schemas, ``Allow`` on any
+405, and (keys on) 401 without the key. Loading the document resolves every reference (each
+405's ``Allow`` against every undocumented method: test_openapi_integrity.py)."""
 
 from __future__ import annotations
 
@@ -49,18 +51,27 @@ CHECKS = [
     checks.content_type_conformance,
     checks.response_headers_conformance,
     checks.response_schema_conformance,
-    checks.ignored_auth,
+    checks.allow_header_conformance,
+    checks.unsupported_method,
 ]
 
 
-@pytest.fixture
-def api_schema(tiny_model: TinyModel, tmp_path) -> schemathesis.BaseSchema:
+@pytest.fixture(params=[True, False], ids=["keys-on", "keys-off"])
+def api_schema(
+    tiny_model: TinyModel, tmp_path, request: pytest.FixtureRequest
+) -> schemathesis.BaseSchema:
     """The document of a served tiny model, warmed up. Loading the document starts the app's
     lifespan; schemathesis' pytest plugin ends it when the test ends."""
+    keys = request.param
     settings_ = Settings(
-        model_path=tiny_model.path, api_keys=KEY, max_video_bytes=1 << 20, data_dir=tmp_path
+        model_path=tiny_model.path,
+        api_keys=KEY if keys else None,
+        max_video_bytes=1 << 20,
+        data_dir=tmp_path,
     )
     app = create_app(settings_)
+    if not keys:
+        return _warm(schemathesis.openapi.from_asgi("/openapi.json", app), app)
     # both security schemes carry the key: generated requests get through, and ignored_auth
     # checks each one without a key and with a wrong one
     config = schemathesis.Config.from_dict(
@@ -69,6 +80,11 @@ def api_schema(tiny_model: TinyModel, tmp_path) -> schemathesis.BaseSchema:
     schema = schemathesis.openapi.from_asgi(
         "/openapi.json", app, config=config, headers={"X-API-Key": KEY}
     )
+    schema.keys_on = True  # type: ignore[attr-defined]
+    return _warm(schema, app)
+
+
+def _warm(schema: schemathesis.BaseSchema, app) -> schemathesis.BaseSchema:
     deadline = time.monotonic() + 60
     while not app.state.service.ready:
         assert app.state.service.load_error is None and time.monotonic() < deadline
@@ -94,10 +110,12 @@ def test_api_conforms_to_its_openapi_document(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: schemathesis.Case) -> None:
-        response = case.call_and_validate(checks=CHECKS)
+        response = case.call_and_validate(checks=checks_)
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
     statuses: dict[int, int] = {}
+    keys_on = getattr(api_schema, "keys_on", False)
+    checks_ = CHECKS + [checks.ignored_auth] if keys_on else CHECKS
 
     run()
     if (path, mode) == ("/detect", POSITIVE):  # generated requests got past the request checks
