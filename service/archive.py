@@ -141,6 +141,7 @@ class VideoRecord:
     error: str | None = None  # the error code of a failed video
     message: str | None = None
     files: list[str] = field(default_factory=list)  # names under DIR
+    tries: int = 1  # runs begun (a cluster worker killed mid-video makes another)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -268,8 +269,8 @@ def clear_attempts(out_dir: Path, stem: str) -> None:
 def worker_lost(video: VideoInput, request: JobRequest, tries: int) -> VideoRecord:
     """The record of a video whose worker died on each of its ``tries``."""
     message = f"its worker died on each of {tries} tries"
-    return VideoRecord(video.source, "failed", request_fingerprint(request), WORKER_LOST,
-                       message=message)  # fmt: skip
+    return VideoRecord(video.source, "failed", request_fingerprint(request), error=WORKER_LOST,
+                       message=message, tries=tries)  # fmt: skip
 
 
 def remove_partials(out_dir: Path, stem: str) -> None:

@@ -104,6 +104,7 @@ class VideoWorker:
                 record = self.loop.run_until_complete(
                     process_video(self.engine, video, self.out_dir, self.request)
                 )
+                record.tries = tries
             clear_attempts(self.out_dir, video.stem)
             stems.append(video.stem)
             records.append(record.to_json())
@@ -170,7 +171,9 @@ def _run(
     results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         VideoWorker,
         batch_size=1,  # one video a call, a free worker takes the next
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        compute=ray.data.ActorPoolStrategy(
+            size=min(workers, len(todo)), max_tasks_in_flight_per_actor=1
+        ),
         num_cpus=cpus_per_worker,
         num_gpus=gpus_per_worker or None,
         fn_constructor_kwargs={
