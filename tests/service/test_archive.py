@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from fbil.service.archive import (
     expand_inputs,
     request_fingerprint,
 )
+from fbil.service.cluster import worker_env
 from fbil.service.detect_cli import main
 from fbil.service.jobs.schemas import JobRequest
 from tests.support.file_server import serve_folder
@@ -163,3 +165,24 @@ def test_a_url_in_a_list_gives_the_files_of_the_same_video_on_disk(
     assert videos["missing"]["error"] == "download_failed"
     assert "HTTP 404" in videos["missing"]["message"]
     assert not list((tmp_path / "web" / ".downloads").iterdir())  # fetched files deleted
+
+
+def test_ray_without_the_extra_is_one_line_naming_it(
+    archive: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as when not installed
+    assert main([str(archive / "tree.avi"), "--out", str(tmp_path / "out"), "--ray"]) == 2
+    assert capsys.readouterr().err == (
+        "fbil-detect: error: --ray needs Ray Data: pip install 'fbil[ray]'\n"
+    )
+
+
+def test_workers_get_the_drivers_settings_and_threads_and_device_of_their_share() -> None:
+    env = {"FBIL_TOP": "1", "HOME": "/root"}
+    assert worker_env(2.5, 0, env) == {
+        "FBIL_TOP": "1", "FBIL_NUM_THREADS": "2", "FBIL_DEVICE": "cpu"
+    }  # fmt: skip
+    assert worker_env(0.5, 0.25, env)["FBIL_DEVICE"] == "cuda"
+    assert worker_env(0.5, 0.25, env)["FBIL_NUM_THREADS"] == "1"
+    given = {"FBIL_NUM_THREADS": "8", "FBIL_DEVICE": "cuda:1"}
+    assert worker_env(1, 1, given) == given
