@@ -92,6 +92,13 @@ class VideoWorker:
     async def _start(self) -> None:
         self.engine.start()
 
+    def __del__(self) -> None:
+        """Stop the batcher when Ray Data retires the actor (no warning about its task)."""
+        loop, engine = getattr(self, "loop", None), getattr(self, "engine", None)
+        if loop is not None and engine is not None and not loop.is_closed():
+            loop.run_until_complete(engine.stop(wait_s=None))
+            loop.close()
+
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[str]]:
         stems, records = [], []
         for source, stem in zip(batch["source"], batch["stem"], strict=True):
