@@ -6,13 +6,21 @@ Usage::
                 [--keyframe-interval 1.0]
                 [--outputs json ava_csv video] [--top-k 5] [--min-score 0]
                 [--person-threshold FBIL_PERSON_THRESHOLD]
+                [--ray [ADDRESS] [--workers 1] [--cpus-per-worker 1] [--gpus-per-worker 0]
+                 [--retries 2]]
+
+A VIDEO is a file, a glob (quoted: ``'archive/**/*.mp4'``), a ``.txt`` list with one path or
+``http(s)`` URL a line, or a URL (:mod:`fbil.service.archive`).
 
 Each video goes through what a ``POST /v1/jobs`` job runs (:mod:`fbil.service.batch` over
 the one keyframe pipeline: one sequential decode, the person detector and tracker, the model
 on the engine's batcher), with
 the same ``FBIL_*`` settings as ``fbil-serve`` (model, backend, threads, tracking, limits), and
 writes ``DIR/<video name>.jsonl`` (the job's results lines), ``.csv`` (AVA) and ``.mp4`` (the
-annotated video) as asked, with a progress bar per video on stderr.
+annotated video) as asked, with a progress bar per video on stderr, and ``DIR/manifest.json``
+(per video: status, keyframes, seconds, error code). A video that fails is recorded there and
+the others go on; a rerun skips the videos the manifest has complete. ``--ray`` runs the videos
+on a Ray cluster's workers instead (:mod:`fbil.service.cluster`, the ``fbil[ray]`` extra).
 """
 
 from __future__ import annotations
@@ -25,11 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fbil.service.archive import VideoInput, VideoRecord
     from fbil.service.engine import Engine
     from fbil.service.jobs.schemas import JobRequest
     from fbil.service.settings import Settings
 
 OUTPUTS = ("json", "ava_csv", "video")
+LOCAL_RAY = "local"  # --ray without an address
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fbil-detect",
         description="Detect actions over whole videos in-process (the /v1/jobs pipeline).",
     )
-    parser.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
+    parser.add_argument(
+        "videos", nargs="+", metavar="VIDEO", help="a file, glob, .txt list or http(s) URL"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     parser.add_argument("--model", type=Path, help="model file (default: FBIL_MODEL_PATH's)")
     parser.add_argument(
@@ -60,61 +72,137 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="the person detector's minimum score (default: FBIL_PERSON_THRESHOLD)",
     )
+    ray = parser.add_argument_group("Ray cluster (pip install 'fbil[ray]')")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_RAY,
+        metavar="ADDRESS",
+        help="run the videos on Ray workers: no ADDRESS starts a local Ray, 'auto' joins the "
+        "cluster this machine belongs to",
+    )
+    ray.add_argument("--workers", type=int, default=1, help="workers (actors), default 1")
+    ray.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs each worker holds, default 1"
+    )
+    ray.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs each worker holds (0.5: two share one), default 0",
+    )
+    ray.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="tries again of a video whose worker died (killed, out of memory), default 2",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """0 when every video is done, 1 when one failed, 2 for bad arguments."""
     args = build_parser().parse_args(argv)
-    for video in args.videos:
-        if not video.is_file():
-            return _fail(f"{video} is not a file", 2)
+    from fbil.service.archive import InputError, expand_inputs
+
+    try:
+        videos = expand_inputs(args.videos)
+    except InputError as e:
+        return _fail(str(e), 2)
+    if args.ray is not None:
+        return _run_on_ray(args)
     from fbil.service.settings import Settings  # torch and PyAV only past --help
 
     overrides: dict[str, Any] = {"model_path": args.model} if args.model else {}
     settings = Settings(**overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        return asyncio.run(_run_all(args, settings))
+        return asyncio.run(_run_all(args, videos, settings))
     except ValueError as e:
         return _fail(str(e), 2)
 
 
-async def _run_all(args: argparse.Namespace, settings: Settings) -> int:
-    from fbil.model.video import VideoError
-    from fbil.service.engine import Engine
-    from fbil.service.errors import ServiceError
+def _run_on_ray(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from fbil.service.cluster import RayMissingError, detect_archive, import_ray
     from fbil.service.jobs.schemas import JobRequest
 
-    request = JobRequest.model_validate(_request_fields(args))
-    engine = await asyncio.to_thread(Engine.load, settings)
-    engine.start()
-    failed = 0
     try:
-        for video in args.videos:
-            try:
-                await _detect_one(engine, video, args.out, request)
-            except (VideoError, ServiceError) as e:
-                failed += 1
-                print(f"fbil-detect: {video}: {e}", file=sys.stderr)
-    finally:
-        await engine.stop(wait_s=None)
+        import_ray()
+        request = JobRequest.model_validate(_request_fields(args))
+    except RayMissingError as e:
+        return _fail(str(e), 2)
+    except (ValueError, ValidationError) as e:
+        return _fail(str(e), 2)
+    if args.workers < 1 or args.cpus_per_worker <= 0 or args.gpus_per_worker < 0:
+        return _fail("--workers and --cpus-per-worker must be positive", 2)
+    if args.retries < 0:
+        return _fail("--retries must be 0 or more", 2)
+    result = detect_archive(
+        args.videos,
+        args.out,
+        request=request,
+        model=args.model,
+        address=None if args.ray == LOCAL_RAY else args.ray,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        retries=args.retries,
+    )
+    return _report(result)
+
+
+def _report(result: dict[str, Any]) -> int:
+    """One line on stderr: videos done, skipped, failed (with their codes); 1 if one failed."""
+    failed = result["failed"]
+    codes = ", ".join(f"{stem}: {code}" for stem, code in sorted(failed.items()))
+    print(
+        f"fbil-detect: {result['done']} of {result['videos']} videos done "
+        f"({result['skipped']} complete before), {len(failed)} failed"
+        + (f" ({codes})" if codes else ""),
+        file=sys.stderr,
+    )
     return 1 if failed else 0
 
 
-async def _detect_one(engine: Engine, video: Path, out: Path, request: JobRequest) -> None:
+async def _run_all(args: argparse.Namespace, videos: list[VideoInput], settings: Settings) -> int:
+    from fbil.service.archive import Manifest, summary
+    from fbil.service.engine import Engine
+    from fbil.service.jobs.schemas import JobRequest
+
+    request = JobRequest.model_validate(_request_fields(args))
+    manifest = Manifest.load(args.out)
+    todo = manifest.pending(videos, request)
+    if todo:
+        engine = await asyncio.to_thread(Engine.load, settings)
+        engine.start()
+        try:
+            for video in todo:
+                record = await _detect_one(engine, video, args.out, request)
+                manifest.record(video.stem, record)
+                if record.status != "done":
+                    print(f"fbil-detect: {video.source}: {record.message}", file=sys.stderr)
+        finally:
+            await engine.stop(wait_s=None)
+    return _report({**summary(manifest, videos), "skipped": len(videos) - len(todo)})
+
+
+async def _detect_one(
+    engine: Engine, video: VideoInput, out: Path, request: JobRequest
+) -> VideoRecord:
     """One video with a progress bar on stderr."""
     from tqdm import tqdm
 
-    from fbil.service.batch import detect_video
+    from fbil.service.archive import process_video
 
-    with tqdm(desc=video.name, unit="keyframe", file=sys.stderr) as bar:
+    with tqdm(desc=video.stem, unit="keyframe", file=sys.stderr) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        await detect_video(engine, video, out, request, on_keyframe=progress)
+        return await process_video(engine, video, out, request, on_keyframe=progress)
 
 
 def _request_fields(args: argparse.Namespace) -> dict[str, Any]:
