@@ -13,7 +13,7 @@ Needs only httpx (no torch, no PyAV, not the service)::
 ``fbil-demo`` (:mod:`fbil.client.demo`) draws the detections onto the video.
 """
 
-from fbil.client.client import DEFAULT_TIMEOUT_S, Client, VideoInput
+from fbil.client.client import DEFAULT_TIMEOUT_S, Client, StreamEvent, VideoInput
 from fbil.client.errors import (
     AuthenticationError,
     BadRequestError,
@@ -62,6 +62,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ServerError",
     "ServiceUnavailableError",
+    "StreamEvent",
     "Timing",
     "UnprocessableVideoError",
     "UnsupportedVideoError",

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -17,7 +18,7 @@ import httpx
 from fbil.client.errors import connection_error, error_from_response
 from fbil.client.schemas import BoxFormat, DetectResult, Keyframe, ModelInfo
 
-__all__ = ["DEFAULT_TIMEOUT_S", "Client", "VideoInput"]
+__all__ = ["DEFAULT_TIMEOUT_S", "Client", "StreamEvent", "VideoInput"]
 
 VideoInput = str | os.PathLike[str] | bytes | IO[bytes]
 """A video file's path, its bytes, or a binary file object."""
@@ -153,6 +154,52 @@ class Client:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout} s")
             time.sleep(poll_s)
 
+    def create_stream(self, url: str, **request: Any) -> dict:
+        """``POST /v1/streams``: watch the live source ``url`` (``keyframe_interval``,
+        ``person_threshold``, ``top_k``, ``min_score``, ``rules``, ``rtsp_transport``... as
+        keywords); its state document (``id``, ``state``, ``links``)."""
+        return self._send("POST", "/v1/streams", json={"url": url, **request}).json()
+
+    def stream(self, stream_id: str) -> dict:
+        """``GET /v1/streams/{id}``: state, lag_s, keyframes, dropped_keyframes, reconnects,
+        last_error."""
+        return self._send("GET", f"/v1/streams/{stream_id}").json()
+
+    def streams(self) -> list[dict]:
+        """``GET /v1/streams``: this key's streams, newest first."""
+        return self._send("GET", "/v1/streams").json()["streams"]
+
+    def stop_stream(self, stream_id: str) -> dict:
+        """``DELETE /v1/streams/{id}``: stop the stream and close its source."""
+        return self._send("DELETE", f"/v1/streams/{stream_id}").json()
+
+    def stream_events(
+        self, stream_id: str, *, last_event_id: int | None = None, resume: bool = True
+    ) -> Iterator[StreamEvent]:
+        """``GET /v1/streams/{id}/events``: the stream's events as they happen (``keyframe``,
+        ``rule``, ``state``; ``gap`` when the service no longer held some), until the stream
+        ends. A dropped connection is resumed with ``Last-Event-ID`` when ``resume``."""
+        last = last_event_id
+        while True:
+            headers = {} if last is None else {"Last-Event-ID": str(last)}
+            try:
+                with self._http.stream(
+                    "GET",
+                    f"/v1/streams/{stream_id}/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(self._http.timeout.connect, read=None),
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        _raise_for_error(response)
+                    for event in _sse(response.iter_lines()):
+                        last = event.id if event.id is not None else last
+                        yield event
+                return  # the stream ended
+            except httpx.TransportError as e:
+                if not resume:
+                    raise connection_error(self.base_url, e) from e
+
     def model_info(self) -> ModelInfo:
         """``GET /v1/model``: the served model, its labels, preprocessing and limits."""
         return ModelInfo.from_json(self._send("GET", "/v1/model").json())
@@ -188,6 +235,31 @@ class Client:
             return self._http.request(method, path, **kwargs)
         except httpx.TransportError as e:
             raise connection_error(self.base_url, e) from e
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One Server-Sent Event of a stream: its ``id`` (None for ``gap``), ``kind``
+    (``keyframe``, ``rule``, ``state``, ``gap``) and JSON ``data``."""
+
+    id: int | None
+    kind: str
+    data: dict[str, Any]
+
+
+def _sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
+    """Events of SSE text lines (comments and ``retry`` skipped)."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line:
+            if not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+            continue
+        if "data" in fields:
+            event_id = int(fields["id"]) if "id" in fields else None
+            yield StreamEvent(event_id, fields.get("event", "message"), json.loads(fields["data"]))
+        fields = {}
 
 
 def _raise_for_error(response: httpx.Response) -> None:

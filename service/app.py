@@ -24,6 +24,8 @@ from fbil.service.middleware import (
 )
 from fbil.service.settings import Settings
 from fbil.service.state import ServiceState
+from fbil.service.streams.registry import StreamRegistry
+from fbil.service.streams.routes import router as streams_router
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app.state.streams.stop_all()
         await jobs.stop()  # running jobs stop where they are and resume on the next start
         # uvicorn runs this once every request has been answered, or cancelled (answered 503)
         # when the graceful-shutdown time was over: nobody waits for a result any more, so
@@ -140,6 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(detect.router)
     app.include_router(jobs_router)
     app.state.jobs = JobWorker(app.state.service)
+    app.include_router(streams_router)
+    app.state.streams = StreamRegistry(app.state.service)
     install_docs(app)
     app.add_middleware(
         BodyLimitMiddleware,

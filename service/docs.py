@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from fbil.service.api.deps import require_api_key_unless
 from fbil.service.jobs.schemas import JobRequest
 from fbil.service.schemas import DetectRequest
+from fbil.service.streams.schemas import StreamRequest
 
 OPENAPI_URL = "/openapi.json"
 ASSETS_URL = "/docs-assets"
@@ -31,12 +32,13 @@ router = APIRouter(
 
 
 def openapi_document(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the ``DetectRequest`` and ``JobRequest`` schemas, which
-    ``/detect`` and ``POST /v1/jobs`` take as a JSON form field (their ``request`` part refers
-    to them)."""
+    """FastAPI's document plus the ``DetectRequest``, ``JobRequest`` and ``StreamRequest``
+    schemas, which ``/detect`` and ``POST /v1/jobs`` take as a JSON form field (their
+    ``request`` part refers to them) and ``POST /v1/streams`` as its body."""
     document = FastAPI.openapi(app)  # cached by FastAPI
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for model in (DetectRequest, JobRequest):  # the JSON form fields' documents
+    # the JSON documents the routes read themselves (form fields, /v1/streams' body)
+    for model in (DetectRequest, JobRequest, StreamRequest):
         if model.__name__ not in schemas:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))

@@ -242,6 +242,47 @@ class JobResultsDamagedError(ServiceError):
     meaning = "a job's stored results file is missing, cut short or altered: resubmit the job"
 
 
+# live streams (/v1/streams)
+
+
+class StreamURLInvalidError(ServiceError):
+    status, code = 400, "stream_url_invalid"
+    meaning = "a stream `url` that is no URL: no scheme or host, spaces or control characters"
+
+
+class StreamURLLocalProtocolError(ServiceError):
+    status, code = 400, "stream_url_local_protocol"
+    meaning = (
+        "a stream `url` naming a local FFmpeg protocol (`file:`, `concat:`, `subfile:`, "
+        "`data:`, `pipe:`, a bare path...; `details.protocol`): never opened"
+    )
+
+
+class StreamURLSchemeError(ServiceError):
+    status, code = 400, "stream_url_scheme_not_allowed"
+    meaning = "a stream `url` scheme not in `FBIL_STREAM_ALLOWED_SCHEMES`"
+
+
+class StreamURLHostError(ServiceError):
+    status, code = 403, "stream_url_host_not_allowed"
+    meaning = "a stream `url` host outside `FBIL_STREAM_ALLOWED_HOSTS` (empty: every host)"
+
+
+class UnknownActionError(ServiceError):
+    status, code = 400, "unknown_action"
+    meaning = "a stream rule names an action the model does not have"
+
+
+class StreamNotFoundError(ServiceError):
+    status, code = 404, "stream_not_found"
+    meaning = "no stream with this id for this API key (or it was deleted)"
+
+
+class TooManyStreamsError(ServiceError):
+    status, code = 429, "too_many_streams"
+    meaning = "`FBIL_MAX_STREAMS` streams, or `FBIL_MAX_STREAMS_PER_KEY` for this key, run"
+
+
 # errors of the video (raised by fbil.model.video, which knows no HTTP): their status and
 # meaning, most specific first (the first matching class wins)
 VIDEO_ERRORS: tuple[tuple[type[VideoError], int, str], ...] = (

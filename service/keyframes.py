@@ -246,11 +246,12 @@ class ActorSource:
     every keyframe of the run (a person keeps its track id). The best ``max_boxes`` detected
     people are kept. What happens at a keyframe depends only on the tracker's state before it
     (:meth:`checkpoint`), so a run resumed after keyframe ``k`` with the state saved then
-    gives the same boxes and track ids."""
+    gives the same boxes and track ids. Without a ``plan`` (a live source, keyframes without
+    end) every keyframe's people are detected, and the tracker is ``tracker``'s."""
 
     def __init__(
         self,
-        plan: KeyframePlan,
+        plan: KeyframePlan | None,
         options: KeyframeOptions,
         *,
         detector: PersonDetector | None,
@@ -258,23 +259,24 @@ class ActorSource:
         tracker: dict[str, Any] | None = None,
         cancel: threading.Event | None = None,
     ) -> None:
-        if plan.detects and detector is None:
+        if (plan is None or plan.detects) and detector is None:
             raise ValueError("the plan detects people, and there is no detector")
         self.plan, self.options = plan, options
         self.detector, self.max_boxes, self.cancel = detector, max_boxes, cancel
-        self.tracker = Tracker.from_state(tracker) if tracker else tracker_for(plan.frames)
+        frames = plan.frames if plan is not None else ()
+        self.tracker = Tracker.from_state(tracker) if tracker else tracker_for(frames)
         self._last: list[Actor] = []  # the people of the last detected keyframe
         self._people, self._ids = PersonBoxes.none(), []  # of the last frame looked at
         self._states: dict[int, dict[str, Any]] = {}  # the tracker after keyframe k
 
     def detects(self, k: int) -> bool:
         """Whether keyframe ``k`` needs the detector (run it off the event loop)."""
-        return self.plan.given[k] is None
+        return self.plan is None or self.plan.given[k] is None
 
     def actors(self, k: int, window: Window) -> list[Actor]:
         """The actors of keyframe ``k`` of the plan, whose window is ``window``."""
         o, video = self.options, window.video
-        given = self.plan.given[k]
+        given = None if self.plan is None else self.plan.given[k]
         if given is not None:
             return client_actors(given, o.box_format, video.width, video.height, self.max_boxes)
         if window.frames:

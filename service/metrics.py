@@ -82,6 +82,26 @@ class Metrics:
             "fbil_rejected", "requests refused by admission control", ["reason"], registry=r
         )
 
+        # live streams (/v1/streams)
+        self.streams = Gauge("fbil_streams", "live streams by state", ["state"], registry=r)
+        self.stream_lag = Histogram(
+            "fbil_stream_lag_seconds",
+            "a stream keyframe's answer time minus the arrival of its window's last frame",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stream_keyframes = Counter(
+            "fbil_stream_keyframes", "keyframes answered on live streams", registry=r
+        )
+        self.stream_dropped = Counter(
+            "fbil_stream_dropped_keyframes",
+            "keyframe windows live streams dropped because the model was behind",
+            registry=r,
+        )
+        self.stream_reconnects = Counter(
+            "fbil_stream_reconnects", "reconnections of live streams to their sources", registry=r
+        )
+
 
 def _count_buckets(largest: int) -> tuple[float, ...]:
     buckets = sorted({1, 2, 4, 8, 16, 32, 64, 128, largest})

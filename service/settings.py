@@ -168,6 +168,39 @@ class Settings(BaseSettings):
         1024 * MIB, ge=0, description="free disk space jobs always leave; beyond: 507"
     )
 
+    # live streams (/v1/streams): which sources the service may open, and their limits
+    stream_allowed_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["rtsp", "rtsps", "rtmp", "rtmps", "http", "https"],
+        description="URL schemes a stream may use, comma-separated (network protocols only: "
+        "file, concat, subfile, data, pipe... are always refused)",
+    )
+    stream_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="hosts and networks streams may connect to, comma-separated host names "
+        "and IP networks (10.0.0.0/8, 127.0.0.1); empty: every stream URL is refused",
+    )
+    max_streams: int = Field(4, ge=0, description="live streams at once, all keys together")
+    max_streams_per_key: int = Field(2, ge=1, description="live streams at once per API key")
+    stream_open_timeout_s: float = Field(10.0, gt=0, description="time to open a source")
+    stream_read_timeout_s: float = Field(
+        5.0, gt=0, description="a source silent this long has stalled: reconnect"
+    )
+    stream_max_reconnects: int = Field(
+        5, ge=0, description="failed connection attempts in a row before a stream is failed"
+    )
+    stream_reconnect_backoff_s: float = Field(
+        0.5, ge=0, description="wait before the first reconnect; doubles, at most 30 s"
+    )
+    stream_track_keep_s: float = Field(
+        5.0, gt=0, description="a person unseen this long (also across a reconnect) gets a new id"
+    )
+    stream_event_buffer: int = Field(
+        1000, ge=1, description="events a stream keeps for clients resuming with Last-Event-ID"
+    )
+    stream_clips_in_flight: int = Field(
+        2, ge=1, description="clips one stream has queued or running at once (/detect stays served)"
+    )
+
     # security, server, logs
     api_keys: SecretStr | None = Field(
         None,
@@ -197,7 +230,9 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("onnx_providers", mode="before")
+    @field_validator(
+        "onnx_providers", "stream_allowed_schemes", "stream_allowed_hosts", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -14,8 +14,11 @@ does.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 from fbil.model.preprocess import PreprocessSpec
+from fbil.model.video.container import display_size
 from fbil.model.video.decode import check_times, decode_pass
 from fbil.model.video.sampling import (
     ClipConverter,
@@ -45,6 +49,7 @@ from fbil.model.video.types import (
 
 _END = object()
 _POLL_S = 0.1  # how often a blocked producer looks whether the consumer left
+_PUSHES_KEPT = 1024  # live windows: arrival times of the frames pushed last
 
 
 @dataclass(frozen=True)
@@ -309,3 +314,160 @@ def stream_windows(
     if any(b < a for a, b in zip(flat, flat[1:], strict=False)):
         raise ValueError("frame times must be ascending")
     return WindowStream(source, ordered, groups, spec, limits, cancel, ahead, executor, frame_fit)
+
+
+# --------------------------------------------------------------------------- live sources
+
+
+class _Memo:
+    """A converter that converts the frames of one push once for all the windows using them
+    (live windows overlap; each has a sampler of its own)."""
+
+    def __init__(self, convert: Callable[[av.VideoFrame], object]) -> None:
+        self.convert = convert
+        self._held: list[tuple[av.VideoFrame, object]] = []  # the last two frames converted
+
+    def __call__(self, frame: av.VideoFrame) -> object:
+        for seen, pixels in self._held:
+            if seen is frame:
+                return pixels
+        pixels = self.convert(frame)
+        self._held = [*self._held[-1:], (frame, pixels)]
+        return pixels
+
+
+class LiveWindows(Iterator[Window]):
+    """The windows of a live, unbounded source: keyframes every ``interval`` seconds over the
+    frames a reader thread :meth:`push` es as they are decoded, each keyframe's
+    :class:`Window` made by the samplers of :func:`stream_windows` (same clips, same nearest
+    frame rule), with the detector's frames at most ``step_s`` apart since the keyframe
+    before (at most ``max_frames_per_gap``), held at the size ``frame_fit`` gives.
+
+    The consumer takes windows at its own pace: only the newest finished window waits; one
+    not taken when the next is finished is dropped (``dropped`` counts them), so a slow
+    consumer costs lag of at most one window, never a queue. :meth:`restart` starts the
+    keyframes anew (a reconnected source: windows being filled are abandoned); :meth:`end`
+    and :meth:`fail` (from the reader) end the iteration, :meth:`close` (from the consumer)
+    tells the reader to stop (:attr:`closed`). ``taken`` holds ``(keyframe time, seen,
+    arrival)`` of the windows handed on: the ``clock()`` times the keyframe's frame and the
+    window's last frame were pushed.
+    """
+
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        interval: float,
+        *,
+        step_s: float = 0.0,
+        max_frames_per_gap: int = 1,
+        clock: Callable[[], float] | None = None,
+        frame_fit: FrameFit | None = None,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"keyframe interval {interval}")
+        self.spec, self.interval = spec, interval
+        self.step_s, self.max_per_gap = step_s, max(1, max_frames_per_gap)
+        self.clock = clock or time.time
+        offsets = spec.sample_offsets()
+        half = spec.frame_interval / spec.base_fps / 2
+        self._lead = offsets[0] - half  # a clip begins this long before its keyframe (< 0)
+        self._clip_convert = _Memo(ClipConverter(spec))
+        self._frame_convert = _Memo(DisplayConverter(frame_fit))
+        self._filling: list[_WindowSampler] = []
+        self._next: float | None = None  # the next keyframe's time
+        self._previous: float | None = None  # the last keyframe's time (its frames' start)
+        self._info: VideoInfo | None = None
+        self._cond = threading.Condition()
+        self._slot: tuple[Window, float, float] | None = None
+        self._ended = False
+        self._error: BaseException | None = None
+        self.closed = threading.Event()
+        self.dropped = 0
+        self.made = 0
+        self.taken: queue.SimpleQueue[tuple[float, float, float]] = queue.SimpleQueue()
+        self._pushed: deque[tuple[float, float]] = deque(maxlen=_PUSHES_KEPT)  # (time, clock)
+
+    # the reader's side
+
+    def push(self, time: float, frame: av.VideoFrame) -> None:
+        """The next decoded frame, at ``time`` seconds of the stream (later than the last)."""
+        if self._info is None:
+            width, height = display_size(frame)
+            self._info = VideoInfo(width, height, None, None)
+        if self._next is None:  # the first keyframe whose clip starts with this frame
+            self._next = time - self._lead
+        while self._next + self._lead <= time:
+            self._filling.append(self._sampler(self._next))
+            self._previous, self._next = self._next, self._next + self.interval
+        self._pushed.append((time, self.clock()))
+        for sampler in self._filling:
+            sampler.push(time, frame)
+        self._filling = [s for s in self._filling if not s.done]
+
+    def restart(self) -> None:
+        """The source starts again (reconnected): the windows being filled are abandoned and
+        the next frame begins the keyframes anew."""
+        self._filling, self._next, self._previous = [], None, None
+
+    def end(self) -> None:
+        """The source ended: the consumer's iteration stops after the waiting window."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """The source failed for good: the consumer's next ``next`` raises ``error``."""
+        with self._cond:
+            self._error, self._ended = error, True
+            self._cond.notify_all()
+
+    def _sampler(self, time: float) -> _WindowSampler:
+        previous = self._previous
+        if previous is None or self.step_s <= 0:
+            group: tuple[float, ...] = (time,)
+        else:
+            n = min(
+                max(math.ceil((time - previous) / self.step_s - 1e-9) - 1, 0), self.max_per_gap - 1
+            )
+            gap = time - previous
+            group = (*(previous + gap * (j + 1) / (n + 1) for j in range(n)), time)
+        clips = _Clips([time], self.spec, self._clip_convert)  # type: ignore[arg-type]
+        frames = _Frames([group], self._frame_convert)  # type: ignore[arg-type]
+        sampler = _WindowSampler(clips, frames, self._finished, [0])
+        assert self._info is not None
+        sampler.began(self._info)
+        return sampler
+
+    def _finished(self, window: Window) -> None:
+        arrived = self.clock()
+        at = window.frames[-1].time if window.frames else window.clip.time  # keyframe's frame
+        seen = next((c for t, c in reversed(self._pushed) if t <= at), arrived)
+        with self._cond:
+            self.made += 1
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = (window, seen, arrived)
+            self._cond.notify_all()
+
+    # the consumer's side
+
+    def __next__(self) -> Window:
+        with self._cond:
+            while self._slot is None and not self._ended:
+                if self.closed.is_set():
+                    raise StopIteration
+                self._cond.wait(_POLL_S)
+            if self._slot is not None:
+                (window, seen, arrived), self._slot = self._slot, None
+                self.taken.put((window.clip.time, seen, arrived))
+                return window
+            if self._error is not None:
+                raise self._error
+            raise StopIteration
+
+    def close(self) -> None:
+        """The consumer leaves: the reader stops (it watches :attr:`closed`)."""
+        self.closed.set()
+        with self._cond:
+            self._slot = None
+            self._cond.notify_all()

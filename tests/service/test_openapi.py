@@ -25,9 +25,14 @@ RESPONSES = {
     ("/v1/jobs/{job_id}/results", "get"): {"200", "401", "404", "500", "503"},  # 500: damaged
     ("/v1/jobs/{job_id}/results.csv", "get"): {"200", "401", "404", "500", "503"},
     ("/v1/jobs/{job_id}/video", "get"): {"200", "401", "404", "503"},
+    ("/v1/streams", "post"): {"201", "400", "401", "403", "413", "429", "503"},
+    ("/v1/streams", "get"): {"200", "401"},
+    ("/v1/streams/{stream_id}", "get"): {"200", "401", "404"},
+    ("/v1/streams/{stream_id}", "delete"): {"200", "401", "404"},
+    ("/v1/streams/{stream_id}/events", "get"): {"200", "401", "404"},
 }
 PROTECTED = {("/metrics", "get"), ("/v1/model", "get"), ("/detect", "post")} | {
-    key for key in RESPONSES if key[0].startswith("/v1/jobs")
+    key for key in RESPONSES if key[0].startswith(("/v1/jobs", "/v1/streams"))
 }
 
 
@@ -109,7 +114,7 @@ async def test_openapi_publishes_schemas_security_and_every_response(tiny_model:
     for key, op in operations.items():
         assert set(op["responses"]) == RESPONSES[key], key
         for status, response in op["responses"].items():
-            if status not in ("200", "202"):
+            if status not in ("200", "201", "202"):
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, key
         security = op.get("security")

@@ -37,6 +37,13 @@ RUNS = [
     ("/v1/jobs/{job_id}/results", "GET", POSITIVE),
     ("/v1/jobs/{job_id}/results.csv", "GET", POSITIVE),
     ("/v1/jobs/{job_id}/video", "GET", POSITIVE),
+    # no stream host is allowed here (FBIL_STREAM_ALLOWED_HOSTS empty): every URL is refused
+    ("/v1/streams", "POST", POSITIVE),
+    ("/v1/streams", "POST", NEGATIVE),
+    ("/v1/streams", "GET", POSITIVE),
+    ("/v1/streams/{stream_id}", "GET", POSITIVE),
+    ("/v1/streams/{stream_id}", "DELETE", POSITIVE),
+    ("/v1/streams/{stream_id}/events", "GET", POSITIVE),
 ]
 CHECKS = [
     checks.not_a_server_error,
