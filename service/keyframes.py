@@ -257,12 +257,17 @@ class ActorSource:
         max_boxes: int,
         tracker: dict[str, Any] | None = None,
         cancel: threading.Event | None = None,
+        track_low_score: float = 0.0,
+        track_buffer_s: float = 1.0,
     ) -> None:
         if plan.detects and detector is None:
             raise ValueError("the plan detects people, and there is no detector")
         self.plan, self.options = plan, options
         self.detector, self.max_boxes, self.cancel = detector, max_boxes, cancel
-        self.tracker = Tracker.from_state(tracker) if tracker else tracker_for(plan.frames)
+        self.low_score = track_low_score  # weak boxes down to it continue tracks
+        self.tracker = (
+            Tracker.from_state(tracker) if tracker else tracker_for(plan.frames, track_buffer_s)
+        )
         self._last: list[Actor] = []  # the people of the last detected keyframe
         self._people, self._ids = PersonBoxes.none(), []  # of the last frame looked at
         self._states: dict[int, dict[str, Any]] = {}  # the tracker after keyframe k
@@ -294,10 +299,12 @@ class ActorSource:
             if self.cancel is not None and self.cancel.is_set():
                 raise DetectCancelledError("detection was cancelled")
             chunk = [f.rgb for f in frames[start : start + DETECT_CHUNK]]
-            found.extend(self.detector.detect(chunk, o.person_threshold))
+            found.extend(self.detector.detect(chunk, min(self.low_score, o.person_threshold)))
         for frame, people in zip(frames, found, strict=True):
-            self._ids = self.tracker.update(frame.time, people, frame.rgb)
-            self._people = people
+            ids = self.tracker.update(frame.time, people, frame.rgb, threshold=o.person_threshold)
+            shown = int(np.count_nonzero(people.scores >= o.person_threshold))  # best first
+            self._people = PersonBoxes(people.boxes[:shown], people.scores[:shown])
+            self._ids = ids[:shown]
         people, ids = self._people, self._ids  # the keyframe's frame is the last looked at
         keep = min(len(people), self.max_boxes)  # best first
         return [
@@ -498,6 +505,8 @@ async def run_video(
         max_boxes=engine.settings.max_boxes_per_keyframe,
         tracker=tracker,
         cancel=cancel,
+        track_low_score=engine.settings.track_low_score,
+        track_buffer_s=engine.settings.track_buffer_s,
     )
     windows = stream_windows(
         video,

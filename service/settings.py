@@ -99,6 +99,20 @@ class Settings(BaseSettings):
         "them; the gaps widen to fit)",
     )
     detect_workers: int = Field(1, ge=1, description="threads reading frames and detecting people")
+    # tracking people through weak detections and misses (fbil.model.tracking.Tracker)
+    track_low_score: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="detected people scored from this up to the person threshold continue a "
+        "track (never start one, never reported): a person whose score dips keeps their id",
+    )
+    track_buffer_s: float = Field(
+        2.0,
+        ge=0,
+        description="seconds a person unseen keeps their track id (at least 1.5 times the "
+        "widest gap between frames looked at)",
+    )
 
     # limits: decoding (fbil.model.video.VideoLimits), the request, uploads
     max_video_bytes: int = Field(200 * MIB, ge=1)
