@@ -72,10 +72,11 @@ class Settings(BaseSettings):
     )
 
     # people on keyframes sent without boxes
-    detector: Literal["bundled", "none"] = Field(
+    detector: Literal["bundled", "ssdlite", "oidv4", "both", "none"] = Field(
         "bundled",
-        description="person detector for keyframes without boxes: bundled (or the ONNX file of "
-        "FBIL_DETECTOR_PATH) | none (every keyframe needs boxes, else 400 boxes_required)",
+        description="person detector for keyframes without boxes: bundled (the default bundled "
+        "choice, both; or the ONNX file of FBIL_DETECTOR_PATH) | ssdlite | oidv4 | both (the two "
+        "bundled detectors merged) | none (every keyframe needs boxes, else 400 boxes_required)",
     )
     detector_path: Path | None = Field(
         None, description="an ONNX person detector used instead of the bundled one"

@@ -20,6 +20,7 @@ from fbil.model.persons import (
     BUNDLED,
     DEFAULT_THRESHOLD,
     PersonDetectorError,
+    load_bundled_detector,
     load_person_detector,
 )
 from fbil.model.tiles import Tiling, merge_tiles
@@ -84,7 +85,7 @@ def test_bundled_detector_finds_the_labelled_vtest_people(vtest, detector) -> No
 
 def test_the_whole_frame_alone_misses_the_far_people(vtest) -> None:
     labels, frames = vtest
-    whole = load_person_detector(tiling=Tiling(1, 1, 0.0), num_threads=2)
+    whole = load_bundled_detector("ssdlite", tiling=Tiling(1, 1, 0.0), num_threads=2)
     tp, total, _ = hits(labels, whole.detect(frames, DEFAULT_THRESHOLD))
     assert tp / total < 0.7  # why the default cuts the frame into tiles
 
@@ -93,7 +94,7 @@ def test_people_too_big_for_a_tile_come_from_the_whole_frame(vtest, detector) ->
     _, frames = vtest
     # the two people walking on the grass at 55 s, enlarged to ~450 px tall: no tile holds them
     big = np.asarray(Image.fromarray(frames[4][340:540, 130:330]).resize((640, 640)))
-    tiles_only = load_person_detector(tiling=Tiling(3, 2, 0.35, whole_frame=False))
+    tiles_only = load_bundled_detector("ssdlite", tiling=Tiling(3, 2, 0.35, whole_frame=False))
     assert len(tiles_only.detect([big], DEFAULT_THRESHOLD)[0]) == 0
     people = detector.detect([big], DEFAULT_THRESHOLD)[0]
     assert len(people) == 2
