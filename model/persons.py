@@ -93,7 +93,7 @@ OIDV4_SCORE_SCALE = 0.75
 BundledName = Literal["ssdlite", "oidv4", "both"]
 # on tests/data/people_labels.json (164 people, vtest.avi and Megamind.avi) at 0.3: ssdlite
 # recall 0.88, precision 0.93; oidv4 0.82 / 0.96 (it misses Megamind's close-ups); both merged
-# 0.95 / 0.92 at twice the cost per frame
+# 0.93 / 0.92 at twice the cost per frame
 DEFAULT_BUNDLED: BundledName = "both"
 PERSON_CLASS = 1  # COCO's label map, which TF Object Detection API and torchvision models share
 DEFAULT_INPUT_SIZE = 300
@@ -367,9 +367,10 @@ def _same_size_groups(windows: np.ndarray) -> list[np.ndarray]:
 
 class MergedPersonDetector:
     """Several :class:`PersonDetector` s as one: each finds people on the same frames, and the
-    boxes of all are merged by non-maximum suppression at IoU ``nms_iou``."""
+    boxes of all are merged by non-maximum suppression at IoU ``nms_iou`` (the bundled two box
+    one person up to ~15 px apart: at 0.5 both boxes stayed and a track split in two)."""
 
-    def __init__(self, detectors: Sequence[PersonDetector], nms_iou: float = 0.5) -> None:
+    def __init__(self, detectors: Sequence[PersonDetector], nms_iou: float = 0.4) -> None:
         self.detectors, self.nms_iou = list(detectors), nms_iou
 
     def detect(self, frames: Sequence[np.ndarray], threshold: float) -> list[PersonBoxes]:

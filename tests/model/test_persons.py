@@ -18,10 +18,12 @@ from torchvision.ops import box_iou
 
 from fbil.model.persons import (
     BUNDLED,
+    BUNDLED_OIDV4,
     DEFAULT_THRESHOLD,
     PersonDetectorError,
     load_bundled_detector,
     load_person_detector,
+    ssd_anchors,
 )
 from fbil.model.tiles import Tiling, merge_tiles
 
@@ -277,3 +279,61 @@ def test_the_shipped_detector_matches_its_provenance() -> None:
     assert all(b["max_abs_box_diff"] < 1e-4 for b in provenance["check"]["batches"])
     assert (folder / "LICENSE").read_text().startswith("MIT License")
     assert BUNDLED.stat().st_size < 16 * 2**20
+
+
+def raw_ssd_model(path: Path, anchor: int, logit: float) -> Path:
+    """Raw SSD outputs of a TF Lite SSD-MobileNet: every box encoding 0 (each box is its
+    anchor) and one anchor's person logit ``logit`` (class 1), the rest -10."""
+    logits = np.full((1, 1917, 3), -10.0, np.float32)
+    logits[0, anchor, 1] = logit
+    nodes = [
+        _const("zero", np.zeros((1,), np.float32)),
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        _const("axis", np.array([1, 2], np.int64)),
+        helper.make_node("Unsqueeze", ["mean", "axis"], ["mean3"]),
+        helper.make_node("Mul", ["mean3", "zero"], ["nought"]),  # (N, 1, 1): the batch size
+        _const("codes", np.zeros((1, 1917, 4), np.float32)),
+        _const("logits", logits),
+        helper.make_node("Add", ["codes", "nought"], ["raw_outputs/box_encodings"]),
+        helper.make_node("Add", ["logits", "nought"], ["raw_outputs/class_predictions"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "raw_ssd",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 300, 300, 3])],
+        [helper.make_tensor_value_info("raw_outputs/box_encodings", TensorProto.FLOAT,
+                                       ["N", 1917, 4]),
+         helper.make_tensor_value_info("raw_outputs/class_predictions", TensorProto.FLOAT,
+                                       ["N", 1917, 3])],
+    )  # fmt: skip
+    return _save(graph, path)
+
+
+def test_raw_ssd_layout_decodes_mediapipe_anchors(tmp_path: Path) -> None:
+    anchors = ssd_anchors()
+    assert anchors.shape == (1917, 4)  # 19x19x3 + 10x10x6 + 5x5x6 + 3x3x6 + 2x2x6 + 1x1x6
+    # the last layer's 1x1 cell: centred, ratio 1 at scale 0.95 first
+    np.testing.assert_allclose(anchors[1911], [0.5, 0.5, 0.95, 0.95], atol=1e-6)
+    path = raw_ssd_model(tmp_path / "raw.onnx", anchor=1911, logit=2.0)
+    detector = load_person_detector(path, tiling=Tiling(1, 1, 0))
+    assert detector.describe()["layout"] == "raw_ssd"
+    found = detector.detect([np.zeros((100, 200, 3), np.uint8)] * 2, 0.5)
+    for people in found:  # sigmoid(2) = 0.881; the box is the anchor: centre 0.5, side 0.95
+        assert people.scores.tolist() == pytest.approx([1 / (1 + np.exp(-2.0))], abs=1e-5)
+        np.testing.assert_allclose(people.boxes, [[0.025, 0.025, 0.975, 0.975]], atol=1e-5)
+    assert len(detector.detect([np.zeros((50, 50, 3), np.uint8)], 0.9)[0]) == 0
+
+
+def test_the_shipped_oidv4_detector_matches_its_provenance() -> None:
+    folder = BUNDLED_OIDV4.parent
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["file"] == BUNDLED_OIDV4.name
+    assert hashlib.sha256(BUNDLED_OIDV4.read_bytes()).hexdigest() == provenance["sha256"]
+    assert provenance["source"]["package"] == "@mediapipe/objectron"
+    assert provenance["source"]["licence"] == "Apache-2.0"
+    # the .tflite's sha256 is the one MediaPipe's WORKSPACE pins for it
+    assert provenance["source"]["sha256"].startswith("d0a5255bf8c4f5a0")
+    assert all(max(c.values()) < 1e-3 for c in provenance["check"]["images"])
+    licence = (folder / "LICENSE").read_text()
+    assert "Apache License" in licence and "Version 2.0" in licence
+    assert BUNDLED_OIDV4.stat().st_size < 24 * 2**20
+    assert load_bundled_detector("oidv4").describe()["layout"] == "raw_ssd"
