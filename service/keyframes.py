@@ -243,8 +243,10 @@ def shown_box(norm: np.ndarray, box_format: BoxFormat, width: int, height: int) 
 class ActorSource:
     """Each keyframe's actors: the boxes the request gave it, or the people the detector finds
     on the window's frames, followed by one :class:`~fbil.model.tracking.Tracker` through
-    every keyframe of the run (a person keeps its track id). The best ``max_boxes`` detected
-    people are kept. What happens at a keyframe depends only on the tracker's state before it
+    every keyframe of the run (a person keeps its track id). The detector also returns people
+    scored from ``track_low_score`` up to the threshold: they may continue a track, and are
+    never reported; a lost track keeps its id ``track_buffer_s``. The best ``max_boxes``
+    detected people are kept. What happens at a keyframe depends only on the tracker's state before it
     (:meth:`checkpoint`), so a run resumed after keyframe ``k`` with the state saved then
     gives the same boxes and track ids."""
 
