@@ -246,9 +246,9 @@ class ActorSource:
     every keyframe of the run (a person keeps its track id). The detector also returns people
     scored from ``track_low_score`` up to the threshold: they may continue a track, and are
     never reported; a lost track keeps its id ``track_buffer_s``. The best ``max_boxes``
-    detected people are kept. What happens at a keyframe depends only on the tracker's state before it
-    (:meth:`checkpoint`), so a run resumed after keyframe ``k`` with the state saved then
-    gives the same boxes and track ids."""
+    detected people are kept. What happens at a keyframe depends only on the tracker's state
+    before it (:meth:`checkpoint`), so a run resumed after keyframe ``k`` with the state saved
+    then gives the same boxes and track ids."""
 
     def __init__(
         self,
