@@ -1,52 +1,43 @@
-"""Cost of finding the people: the bundled person detector per keyframe and per tile, next to
-the action model that then scores them.
+"""Detectors and tracker settings on the labelled people, and what finding them costs.
 
-Frames of ``vtest.avi`` (768x576). The detector runs the whole frame alone (one 300x300 input,
-the baseline) and the default tiling (3x2 tiles + the whole frame, all in one ONNX Runtime
-call), for one keyframe and for a request's worth batched together. The action model is the
-bundled demo model on ONNX Runtime with one clip and the people found on the keyframe. Ratios are
-against the whole-frame detector measured in the same run.
+On ``tests/data/people_labels.json`` (164 people on consecutive keyframes of vtest.avi and
+Megamind.avi), each bundled person detector (``ssdlite``, ``oidv4``, ``both``) runs over the
+keyframes and the frames between them at most ``--step`` apart, as the service runs it; each
+tracker setting then follows the same detections. Printed per detector: recall, precision, ms
+per frame looked at (keyframes and tracking frames cost the same: one batched detector call
+each) and the ratio against ``ssdlite`` measured in the same run; per tracker setting: id
+switches over consecutive keyframes, track ids carried over a shot cut, and ms per frame.
 
-    python -m benchmarks.detector [--keyframes 1 8] [--repeats 5] [--threads N] [--device cuda]
+    python -m benchmarks.detector [--step 0.25] [--threads N] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
 
-from benchmarks.timing import median_seconds
-from fbil.export.wrapper import random_inputs
-from fbil.model.persons import DEFAULT_THRESHOLD, DEFAULT_TILING, load_person_detector
-from fbil.model.tiles import Tiling
-from fbil.service.runtimes import load_runtime
+from fbil.model.persons import DEFAULT_THRESHOLD, load_bundled_detector
+from fbil.model.tracking import tracker_for
+from tests.support.people_labels import Score, detect_clip, load_labels, old_tracker, read_clip
+from tests.support.people_labels import score_clip as score
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "model" / "data" / "demo" / "model.onnx"
-
-
-def keyframes(video: Path, count: int) -> list[np.ndarray]:
-    """``count`` RGB frames one second apart, from 3 s on."""
-    frames: list[np.ndarray] = []
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            if frame.pts * stream.time_base >= 3 + len(frames):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) == count:
-                    break
-    return frames
+TRACKERS = {  # the old tracker ignores the boxes below the threshold
+    "old: no weak boxes, 1 s, no cuts": old_tracker,
+    "new: weak boxes >= 0.1, 2 s, cuts": functools.partial(tracker_for, buffer_s=2.0),
+    "new, 1 s buffer": functools.partial(tracker_for, buffer_s=1.0),
+    "new, 4 s buffer": functools.partial(tracker_for, buffer_s=4.0),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", type=Path, default=ROOT / "tests/data/videos/vtest.avi")
-    parser.add_argument("--keyframes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--videos", type=Path, default=ROOT / "tests/data/videos")
+    parser.add_argument("--step", type=float, default=0.25, help="seconds between frames")
+    parser.add_argument("--detectors", nargs="+", default=["ssdlite", "oidv4", "both"])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
@@ -54,44 +45,34 @@ def main() -> None:
     providers = ["CPUExecutionProvider"]
     if args.device == "cuda":
         providers = ["CUDAExecutionProvider", *providers]
-    frames = keyframes(args.video, max(args.keyframes))
-    h, w = frames[0].shape[:2]
-    variants = {
-        "whole frame": Tiling(1, 1, 0.0),
-        "default tiles": DEFAULT_TILING,
-    }
-    detectors = {
-        name: load_person_detector(providers=providers, num_threads=args.threads, tiling=t)
-        for name, t in variants.items()
-    }
-    action = load_runtime(DEMO, "onnx", device=args.device, onnx_providers=providers,
-                          num_threads=args.threads)  # fmt: skip
-    spec = action.metadata.preprocess
-    side = spec.short_side
-    clip_hw = (side, round(side * w / h))
-
-    print(f"{args.video.name} {w}x{h}, device {args.device}, threads {args.threads}, "
-          f"threshold {DEFAULT_THRESHOLD}")  # fmt: skip
-    header = f"{'what':>32} | {'keyframes':>9} | {'tiles':>5} | {'ms/keyframe':>11} | "
-    header += f"{'ms/tile':>7} | {'ratio':>6}"
+    clips = [read_clip(v, args.videos, args.step) for v in load_labels()]
+    frames = sum(len(c.frames) for c in clips)
+    keyframes = sum(len(c.keyframes) for c in clips)
+    print(f"{frames} frames ({keyframes} keyframes), step {args.step} s, threshold "
+          f"{DEFAULT_THRESHOLD}, device {args.device}, threads {args.threads}")  # fmt: skip
+    header = (f"{'detector':>8} | {'tracker':>34} | {'recall':>6} | {'precision':>9} | "
+              f"{'id sw':>5} | {'carried':>7} | {'ms/frame':>8} | {'ratio':>5}")  # fmt: skip
     print(header)
     print("-" * len(header))
-    gen = torch.Generator().manual_seed(0)
-    for k in args.keyframes:
-        batch = frames[:k]
-        base = None
-        for name, detector in detectors.items():
-            tiles = len(variants[name].windows(h, w))
-            t = median_seconds(lambda d=detector, b=batch: d.detect(b, DEFAULT_THRESHOLD),
-                               args.repeats) / k  # fmt: skip
-            base = base or t
-            print(f"{'detector, ' + name:>32} | {k:>9} | {tiles:>5} | {t * 1e3:>11.1f} | "
-                  f"{t / tiles * 1e3:>7.1f} | {t / base:>5.2f}x")  # fmt: skip
-        people = max(1, len(detectors["default tiles"].detect(batch[:1], DEFAULT_THRESHOLD)[0]))
-        clips, rois = random_inputs(k, people * k, spec.num_frames, *clip_hw, gen)
-        t = median_seconds(lambda c=clips, r=rois: action.predict(c, r), args.repeats) / k
-        print(f"{f'demo action model, {people} people':>32} | {k:>9} | {'':>5} | "
-              f"{t * 1e3:>11.1f} | {'':>7} | {t / base:>5.2f}x")  # fmt: skip
+    base = None
+    for name in args.detectors:
+        detector = load_bundled_detector(name, providers=providers, num_threads=args.threads)
+        detector.detect([clips[0].frames[min(clips[0].frames)]], DEFAULT_THRESHOLD)  # warm up
+        found, seconds = [], 0.0
+        for clip in clips:
+            people, s = detect_clip(clip, detector, 0.1)
+            found.append(people)
+            seconds += s
+        ms = seconds / frames * 1e3
+        base = base or ms
+        for label, make in TRACKERS.items():
+            total = Score()
+            for clip, people in zip(clips, found, strict=True):
+                total = total.add(score(clip, people, DEFAULT_THRESHOLD, make))
+            track_ms = total.track_s / frames * 1e3
+            print(f"{name:>8} | {label:>34} | {total.recall:>6.3f} | {total.precision:>9.3f} | "
+                  f"{total.switches:>5} | {total.carried:>7} | {ms:>8.1f} | {ms / base:>4.2f}x"
+                  f"  (tracker {track_ms:.1f} ms/frame)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fbil.model import ModelMetadata
-from fbil.model.persons import PersonDetector, load_person_detector
+from fbil.model.persons import PersonDetector, load_bundled_detector, load_person_detector
 from fbil.service.batching import Batcher
 from fbil.service.errors import OutsideEngineProfileError, OverloadedError
 from fbil.service.metrics import Metrics
@@ -75,11 +75,14 @@ def detector_from_settings(settings: Settings) -> PersonDetector | None:
     on the model's ONNX Runtime providers and threads, warmed up on a blank frame."""
     if settings.detector == "none":
         return None
-    detector = load_person_detector(
-        settings.detector_path,
-        providers=settings.onnx_providers or None,
-        num_threads=settings.num_threads,
-    )
+    providers, threads = settings.onnx_providers or None, settings.num_threads
+    if settings.detector_path is None and settings.detector != "bundled":
+        name = settings.detector
+        detector = load_bundled_detector(name, providers=providers, num_threads=threads)
+    else:
+        detector = load_person_detector(
+            settings.detector_path, providers=providers, num_threads=threads
+        )
     detector.detect([np.zeros((*DETECTOR_WARMUP_SIZE, 3), np.uint8)], settings.person_threshold)
     return detector
 

@@ -243,11 +243,13 @@ def shown_box(norm: np.ndarray, box_format: BoxFormat, width: int, height: int) 
 class ActorSource:
     """Each keyframe's actors: the boxes the request gave it, or the people the detector finds
     on the window's frames, followed by one :class:`~fbil.model.tracking.Tracker` through
-    every keyframe of the run (a person keeps its track id). The best ``max_boxes`` detected
-    people are kept. What happens at a keyframe depends only on the tracker's state before it
-    (:meth:`checkpoint`), so a run resumed after keyframe ``k`` with the state saved then
-    gives the same boxes and track ids. Without a ``plan`` (a live source, keyframes without
-    end) every keyframe's people are detected, and the tracker is ``tracker``'s."""
+    every keyframe of the run (a person keeps its track id). The detector also returns people
+    scored from ``track_low_score`` up to the threshold: they may continue a track, and are
+    never reported; a lost track keeps its id ``track_buffer_s``. The best ``max_boxes``
+    detected people are kept. What happens at a keyframe depends only on the tracker's state
+    before it (:meth:`checkpoint`), so a run resumed after keyframe ``k`` with the state saved
+    then gives the same boxes and track ids. Without a ``plan`` (a live source, keyframes
+    without end) every keyframe's people are detected, and the tracker is ``tracker``'s."""
 
     def __init__(
         self,
@@ -258,13 +260,18 @@ class ActorSource:
         max_boxes: int,
         tracker: dict[str, Any] | None = None,
         cancel: threading.Event | None = None,
+        track_low_score: float = 0.0,
+        track_buffer_s: float = 1.0,
     ) -> None:
         if (plan is None or plan.detects) and detector is None:
             raise ValueError("the plan detects people, and there is no detector")
         self.plan, self.options = plan, options
         self.detector, self.max_boxes, self.cancel = detector, max_boxes, cancel
+        self.low_score = track_low_score  # weak boxes down to it continue tracks
         frames = plan.frames if plan is not None else ()
-        self.tracker = Tracker.from_state(tracker) if tracker else tracker_for(frames)
+        self.tracker = (
+            Tracker.from_state(tracker) if tracker else tracker_for(frames, track_buffer_s)
+        )
         self._last: list[Actor] = []  # the people of the last detected keyframe
         self._people, self._ids = PersonBoxes.none(), []  # of the last frame looked at
         self._states: dict[int, dict[str, Any]] = {}  # the tracker after keyframe k
@@ -296,10 +303,12 @@ class ActorSource:
             if self.cancel is not None and self.cancel.is_set():
                 raise DetectCancelledError("detection was cancelled")
             chunk = [f.rgb for f in frames[start : start + DETECT_CHUNK]]
-            found.extend(self.detector.detect(chunk, o.person_threshold))
+            found.extend(self.detector.detect(chunk, min(self.low_score, o.person_threshold)))
         for frame, people in zip(frames, found, strict=True):
-            self._ids = self.tracker.update(frame.time, people, frame.rgb)
-            self._people = people
+            ids = self.tracker.update(frame.time, people, frame.rgb, threshold=o.person_threshold)
+            shown = int(np.count_nonzero(people.scores >= o.person_threshold))  # best first
+            self._people = PersonBoxes(people.boxes[:shown], people.scores[:shown])
+            self._ids = ids[:shown]
         people, ids = self._people, self._ids  # the keyframe's frame is the last looked at
         keep = min(len(people), self.max_boxes)  # best first
         return [
@@ -500,6 +509,8 @@ async def run_video(
         max_boxes=engine.settings.max_boxes_per_keyframe,
         tracker=tracker,
         cancel=cancel,
+        track_low_score=engine.settings.track_low_score,
+        track_buffer_s=engine.settings.track_buffer_s,
     )
     windows = stream_windows(
         video,

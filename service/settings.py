@@ -72,10 +72,11 @@ class Settings(BaseSettings):
     )
 
     # people on keyframes sent without boxes
-    detector: Literal["bundled", "none"] = Field(
+    detector: Literal["bundled", "ssdlite", "oidv4", "both", "none"] = Field(
         "bundled",
-        description="person detector for keyframes without boxes: bundled (or the ONNX file of "
-        "FBIL_DETECTOR_PATH) | none (every keyframe needs boxes, else 400 boxes_required)",
+        description="person detector for keyframes without boxes: bundled (the default bundled "
+        "choice, both; or the ONNX file of FBIL_DETECTOR_PATH) | ssdlite | oidv4 | both (the two "
+        "bundled detectors merged) | none (every keyframe needs boxes, else 400 boxes_required)",
     )
     detector_path: Path | None = Field(
         None, description="an ONNX person detector used instead of the bundled one"
@@ -99,6 +100,20 @@ class Settings(BaseSettings):
         "them; the gaps widen to fit)",
     )
     detect_workers: int = Field(1, ge=1, description="threads reading frames and detecting people")
+    # tracking people through weak detections and misses (fbil.model.tracking.Tracker)
+    track_low_score: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="detected people scored from this up to the person threshold continue a "
+        "track (never start one, never reported): a person whose score dips keeps their id",
+    )
+    track_buffer_s: float = Field(
+        2.0,
+        ge=0,
+        description="seconds a person unseen keeps their track id (at least 1.5 times the "
+        "widest gap between frames looked at)",
+    )
 
     # limits: decoding (fbil.model.video.VideoLimits), the request, uploads
     max_video_bytes: int = Field(200 * MIB, ge=1)

@@ -306,6 +306,7 @@ class StreamRegistry:
             detector=engine.detector,
             max_boxes=s.max_boxes_per_keyframe,
             tracker=Tracker(max_age_s=s.stream_track_keep_s).state(),
+            track_low_score=s.track_low_score,
         )
         rule_engine = RuleEngine(rules)
         dropped_seen = 0

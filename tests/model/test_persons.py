@@ -18,9 +18,12 @@ from torchvision.ops import box_iou
 
 from fbil.model.persons import (
     BUNDLED,
+    BUNDLED_OIDV4,
     DEFAULT_THRESHOLD,
     PersonDetectorError,
+    load_bundled_detector,
     load_person_detector,
+    ssd_anchors,
 )
 from fbil.model.tiles import Tiling, merge_tiles
 
@@ -84,7 +87,7 @@ def test_bundled_detector_finds_the_labelled_vtest_people(vtest, detector) -> No
 
 def test_the_whole_frame_alone_misses_the_far_people(vtest) -> None:
     labels, frames = vtest
-    whole = load_person_detector(tiling=Tiling(1, 1, 0.0), num_threads=2)
+    whole = load_bundled_detector("ssdlite", tiling=Tiling(1, 1, 0.0), num_threads=2)
     tp, total, _ = hits(labels, whole.detect(frames, DEFAULT_THRESHOLD))
     assert tp / total < 0.7  # why the default cuts the frame into tiles
 
@@ -93,7 +96,7 @@ def test_people_too_big_for_a_tile_come_from_the_whole_frame(vtest, detector) ->
     _, frames = vtest
     # the two people walking on the grass at 55 s, enlarged to ~450 px tall: no tile holds them
     big = np.asarray(Image.fromarray(frames[4][340:540, 130:330]).resize((640, 640)))
-    tiles_only = load_person_detector(tiling=Tiling(3, 2, 0.35, whole_frame=False))
+    tiles_only = load_bundled_detector("ssdlite", tiling=Tiling(3, 2, 0.35, whole_frame=False))
     assert len(tiles_only.detect([big], DEFAULT_THRESHOLD)[0]) == 0
     people = detector.detect([big], DEFAULT_THRESHOLD)[0]
     assert len(people) == 2
@@ -276,3 +279,133 @@ def test_the_shipped_detector_matches_its_provenance() -> None:
     assert all(b["max_abs_box_diff"] < 1e-4 for b in provenance["check"]["batches"])
     assert (folder / "LICENSE").read_text().startswith("MIT License")
     assert BUNDLED.stat().st_size < 16 * 2**20
+
+
+def raw_ssd_model(path: Path, anchor: int, logit: float) -> Path:
+    """Raw SSD outputs of a TF Lite SSD-MobileNet: every box encoding 0 (each box is its
+    anchor) and one anchor's person logit ``logit`` (class 1), the rest -10."""
+    logits = np.full((1, 1917, 3), -10.0, np.float32)
+    logits[0, anchor, 1] = logit
+    nodes = [
+        _const("zero", np.zeros((1,), np.float32)),
+        helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        _const("axis", np.array([1, 2], np.int64)),
+        helper.make_node("Unsqueeze", ["mean", "axis"], ["mean3"]),
+        helper.make_node("Mul", ["mean3", "zero"], ["nought"]),  # (N, 1, 1): the batch size
+        _const("codes", np.zeros((1, 1917, 4), np.float32)),
+        _const("logits", logits),
+        helper.make_node("Add", ["codes", "nought"], ["raw_outputs/box_encodings"]),
+        helper.make_node("Add", ["logits", "nought"], ["raw_outputs/class_predictions"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "raw_ssd",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 300, 300, 3])],
+        [helper.make_tensor_value_info("raw_outputs/box_encodings", TensorProto.FLOAT,
+                                       ["N", 1917, 4]),
+         helper.make_tensor_value_info("raw_outputs/class_predictions", TensorProto.FLOAT,
+                                       ["N", 1917, 3])],
+    )  # fmt: skip
+    return _save(graph, path)
+
+
+def test_raw_ssd_layout_decodes_mediapipe_anchors(tmp_path: Path) -> None:
+    anchors = ssd_anchors()
+    assert anchors.shape == (1917, 4)  # 19x19x3 + 10x10x6 + 5x5x6 + 3x3x6 + 2x2x6 + 1x1x6
+    # the last layer's 1x1 cell: centred, ratio 1 at scale 0.95 first
+    np.testing.assert_allclose(anchors[1911], [0.5, 0.5, 0.95, 0.95], atol=1e-6)
+    path = raw_ssd_model(tmp_path / "raw.onnx", anchor=1911, logit=2.0)
+    detector = load_person_detector(path, tiling=Tiling(1, 1, 0))
+    assert detector.describe()["layout"] == "raw_ssd"
+    found = detector.detect([np.zeros((100, 200, 3), np.uint8)] * 2, 0.5)
+    for people in found:  # sigmoid(2) = 0.881; the box is the anchor: centre 0.5, side 0.95
+        assert people.scores.tolist() == pytest.approx([1 / (1 + np.exp(-2.0))], abs=1e-5)
+        np.testing.assert_allclose(people.boxes, [[0.025, 0.025, 0.975, 0.975]], atol=1e-5)
+    assert len(detector.detect([np.zeros((50, 50, 3), np.uint8)], 0.9)[0]) == 0
+
+
+def test_the_shipped_oidv4_detector_matches_its_provenance() -> None:
+    folder = BUNDLED_OIDV4.parent
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["file"] == BUNDLED_OIDV4.name
+    assert hashlib.sha256(BUNDLED_OIDV4.read_bytes()).hexdigest() == provenance["sha256"]
+    assert provenance["source"]["package"] == "@mediapipe/objectron"
+    assert provenance["source"]["licence"] == "Apache-2.0"
+    # the .tflite's sha256 is the one MediaPipe's WORKSPACE pins for it
+    assert provenance["source"]["sha256"].startswith("d0a5255bf8c4f5a0")
+    assert all(max(c.values()) < 1e-3 for c in provenance["check"]["images"])
+    licence = (folder / "LICENSE").read_text()
+    assert "Apache License" in licence and "Version 2.0" in licence
+    assert BUNDLED_OIDV4.stat().st_size < 24 * 2**20
+    assert load_bundled_detector("oidv4").describe()["layout"] == "raw_ssd"
+
+
+def yolox_model(path: Path, size: int = 320) -> Path:
+    """YOLOX's decoded output for 3 anchors and 2 classes: a person (class 0) at centre
+    (80, 160), 40x120 px, objectness 0.9 x class 0.8; a class-1 object; an unlikely person."""
+    rows = np.array([[[80, 160, 40, 120, 0.9, 0.8, 0.1],
+                      [200, 100, 50, 50, 0.9, 0.1, 0.9],
+                      [250, 250, 30, 30, 0.1, 0.2, 0.1]]], np.float32)  # fmt: skip
+    nodes = [
+        _const("rows", rows),
+        _const("zero", np.zeros((1,), np.float32)),
+        _const("axis", np.array([1, 2], np.int64)),
+        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["mean", "axis"], ["mean3"]),
+        helper.make_node("Mul", ["mean3", "zero"], ["nought"]),
+        helper.make_node("Add", ["rows", "nought"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "yolox",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, 7])],
+    )  # fmt: skip
+    return _save(graph, path)
+
+
+def test_yolox_layout(tmp_path: Path) -> None:
+    detector = load_person_detector(yolox_model(tmp_path / "yolox.onnx"), tiling=Tiling(1, 1, 0))
+    assert detector.describe()["layout"] == "yolox"
+    assert detector.describe()["input_size"] == [320, 320]
+    [people] = detector.detect([np.zeros((240, 640, 3), np.uint8)], 0.3)
+    assert people.scores.tolist() == pytest.approx([0.72])  # objectness x person
+    # x 60..100, y 100..220 of 320 -> normalised to the frame
+    np.testing.assert_allclose(people.boxes, [[60 / 320, 100 / 320, 100 / 320, 220 / 320]],
+                               atol=1e-6)  # fmt: skip
+
+
+def detr_model(path: Path) -> Path:
+    """RT-DETR / D-FINE layout: images and orig_target_sizes in; labels, boxes (x1, y1, x2, y2
+    scaled to orig_target_sizes) and scores out. Two queries: a person (label 0) over the
+    left quarter, top half; a car (label 2)."""
+    nodes = [
+        _const("unit", np.array([[[0.0, 0.0, 0.25, 0.5], [0.5, 0.5, 1.0, 1.0]]], np.float32)),
+        helper.make_node("Cast", ["orig_target_sizes"], ["wh"], to=TensorProto.FLOAT),
+        helper.make_node("Concat", ["wh", "wh"], ["whwh"], axis=1),  # (N, 4)
+        _const("axis", np.array([1], np.int64)),
+        helper.make_node("Unsqueeze", ["whwh", "axis"], ["scale"]),  # (N, 1, 4)
+        helper.make_node("Mul", ["unit", "scale"], ["boxes"]),
+        _const("s", np.array([[0.7, 0.9]], np.float32)),
+        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=1),
+        _const("shape", np.array([-1, 1], np.int64)),
+        helper.make_node("Reshape", ["mean", "shape"], ["mean2"]),
+        helper.make_node("Add", ["s", "mean2"], ["scores"]),
+        _const("labels", np.array([[0, 2]], np.int64)),
+    ]
+    graph = helper.make_graph(
+        nodes, "detr",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 640, 640]),
+         helper.make_tensor_value_info("orig_target_sizes", TensorProto.INT64, ["N", 2])],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, [1, 2]),
+         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 2, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 2])],
+    )  # fmt: skip
+    return _save(graph, path)
+
+
+def test_rt_detr_style_layout_with_original_sizes(tmp_path: Path) -> None:
+    detector = load_person_detector(detr_model(tmp_path / "detr.onnx"), tiling=Tiling(1, 1, 0))
+    assert detector.describe()["layout"] == "detr_sizes"
+    assert detector.describe()["input_size"] == [640, 640]
+    [people] = detector.detect([np.zeros((300, 400, 3), np.uint8)], 0.5)
+    assert people.scores.tolist() == pytest.approx([0.7])  # the car is no person
+    np.testing.assert_allclose(people.boxes, [[0.0, 0.0, 0.25, 0.5]], atol=1e-6)

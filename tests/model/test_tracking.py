@@ -17,6 +17,8 @@ from fbil.model.tracking import (
     greedy_match,
     iou,
     plan_frames,
+    scene_distance,
+    scene_signature,
     tracker_for,
 )
 
@@ -108,7 +110,7 @@ def test_appearance_distance_of_colours():
 @pytest.mark.parametrize("colour, expected", [(RED, 0), (BLUE, 1)])
 def test_appearance_decides_between_two_tracks_of_equal_overlap(colour, expected):
     """One box overlapping a red and a blue track equally joins the one of its colour."""
-    tracker = Tracker(appearance_weight=0.5)
+    tracker = Tracker(appearance_weight=0.5, cut_distance=0)  # the frames jump: no scene
     first = tracker.update(
         0.0,
         people((0.1, 0.1, 0.4, 0.9), (0.4, 0.1, 0.7, 0.9)),
@@ -142,3 +144,61 @@ def test_a_tracker_restored_from_its_json_state_goes_on_alike():
         whole.update(t, p, frame) for t, p in later
     ]
     assert restored.state() == whole.state() and restored.tracks[-1].id == 3
+
+
+def scored(*pairs: tuple[tuple[float, float, float, float], float]) -> PersonBoxes:
+    boxes = np.asarray([b for b, _ in pairs], np.float32).reshape(-1, 4)
+    return PersonBoxes(boxes, np.asarray([s for _, s in pairs], np.float32))
+
+
+def test_weak_boxes_continue_tracks_and_start_none():
+    """ByteTrack's second association: a person whose score dips below the threshold for a
+    frame keeps their track (and id) through it; a weak box on its own starts nothing."""
+    tracker = Tracker(max_age_s=0.3)
+    box = (0.1, 0.1, 0.2, 0.5)
+    assert tracker.update(0.0, scored((box, 0.8)), threshold=0.5) == [1]
+    moved = (0.12, 0.1, 0.22, 0.5)
+    stray = (0.6, 0.1, 0.7, 0.5)
+    assert tracker.update(0.25, scored((moved, 0.35), (stray, 0.3)), threshold=0.5) == [1, 0]
+    assert tracker.update(0.5, scored(((0.14, 0.1, 0.24, 0.5), 0.7)), threshold=0.5) == [1]
+    # the same frames without the weak boxes: the track ages out at 0.5 s and the id is new
+    plain = Tracker(max_age_s=0.3)
+    plain.update(0.0, scored((box, 0.8)), threshold=0.5)
+    plain.update(0.25, scored(), threshold=0.5)
+    assert plain.update(0.5, scored(((0.14, 0.1, 0.24, 0.5), 0.7)), threshold=0.5) == [2]
+
+
+def test_a_weak_box_never_takes_a_track_a_confident_box_continues():
+    tracker = Tracker()
+    tracker.update(0.0, scored(((0.1, 0.1, 0.2, 0.5), 0.9)), threshold=0.5)
+    # a confident box and a weak duplicate of it: the confident one continues track 1
+    ids = tracker.update(
+        0.25, scored(((0.1, 0.1, 0.2, 0.5), 0.9), ((0.11, 0.1, 0.21, 0.5), 0.4)), threshold=0.5
+    )
+    assert ids == [1, 0]
+
+
+def test_a_lost_track_buffer_gives_a_person_back_their_id():
+    box = scored(((0.1, 0.1, 0.2, 0.5), 0.9))
+    for buffer_s, expected in ((2.0, [1]), (1.0, [2])):
+        tracker = tracker_for([(0.0,), (0.25,), (0.5,)], buffer_s=buffer_s)
+        tracker.update(0.0, box)
+        assert tracker.update(1.5, box) == expected  # missed for 1.5 s
+
+
+def test_a_shot_cut_starts_new_ids():
+    """A new scene inherits no id although its people stand where the last scene's stood."""
+    rng = np.random.default_rng(0)
+    room = rng.integers(0, 120, (120, 160, 3), dtype=np.uint8)
+    street = rng.integers(120, 255, (120, 160, 3), dtype=np.uint8)
+    person = scored(((0.3, 0.2, 0.5, 0.9), 0.9))
+    tracker = Tracker()
+    assert tracker.update(0.0, person, room) == [1]
+    noisy = np.clip(room.astype(int) + rng.integers(-10, 10, room.shape), 0, 255).astype(np.uint8)
+    assert tracker.update(0.25, person, noisy) == [1]  # the same scene, a little changed
+    assert tracker.update(0.5, person, street) == [2]
+    assert tracker.cuts == 1
+    assert scene_distance(scene_signature(room), scene_signature(street)) > 0.5
+    restored = Tracker.from_state(json.loads(json.dumps(tracker.state())))
+    assert restored.state() == tracker.state()
+    assert restored.update(0.75, person, room) == [3]  # the cut is seen after a restore too
