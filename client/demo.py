@@ -70,13 +70,16 @@ def overlays(
     scale = (width, height, width, height) if box_format == "normalized" else (1, 1, 1, 1)
     out = []
     for keyframe in response.keyframes:
-        boxes, labels, colours = [], [], []
+        boxes, labels, colours, tracks = [], [], [], []
         for i, actor in enumerate(keyframe.actors):
             boxes.append(tuple(float(v) * s for v, s in zip(actor.box, scale, strict=True)))
             lines = [f"{a.name} {a.score:.2f}" for a in actor.actions[:top_k]]
             labels.append((f"#{actor.id}", *lines))
             colours.append(actor.track_id - 1 if actor.track_id is not None else i)
-        out.append(Overlay(keyframe.time, tuple(boxes), tuple(labels), tuple(colours)))
+            tracks.append(actor.track_id)
+        out.append(
+            Overlay(keyframe.time, tuple(boxes), tuple(labels), tuple(colours), tuple(tracks))
+        )
     return out
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from fbil.model.video import Frame
 
 WINDOW_S = 0.5  # a keyframe's drawings show on frames this close to it
+TWEEN_GAP_S = 2.0  # tracked boxes move between keyframes at most this far apart
 PALETTE = (
     (255, 64, 64),
     (64, 200, 255),
@@ -49,6 +50,7 @@ class Overlay:
     boxes: tuple[tuple[float, float, float, float], ...]
     labels: tuple[tuple[str, ...], ...]
     colours: tuple[int, ...] = ()  # PALETTE index per box (default: the box's index)
+    tracks: tuple[int | None, ...] = ()  # track id per box (None: not tracked), for tweening
 
     def colour(self, i: int) -> tuple[int, int, int]:
         return track_colour(self.colours[i] if self.colours else i)
@@ -117,7 +119,10 @@ def draw(img: Image.Image, overlay: Overlay) -> None:
 
 class Nearest:
     """The overlay nearest a frame's time (within ``WINDOW_S``; the first of equally near
-    ones), for frames in time order, over ``overlays_`` in time order, read as needed."""
+    ones), for frames in time order, over ``overlays_`` in time order, read as needed. A
+    tracked person's box moves between keyframes: on a frame between two keyframes at most
+    ``TWEEN_GAP_S`` apart that both hold its track, the box is interpolated linearly between
+    the two (labels stay the nearest keyframe's); other boxes are the nearest keyframe's."""
 
     def __init__(self, overlays_: Iterable[Overlay]) -> None:
         self._rest = iter(overlays_)
@@ -125,13 +130,38 @@ class Nearest:
         self._ahead: Overlay | None = next(self._rest, None)
 
     def __call__(self, time: float) -> Overlay | None:
-        while self._ahead is not None and self._ahead.time <= time + WINDOW_S + 1e-6:
+        reach = max(WINDOW_S, TWEEN_GAP_S) + 1e-6
+        while self._ahead is not None and self._ahead.time <= time + reach:
             self._near.append(self._ahead)
             self._ahead = next(self._rest, None)
-        while self._near and self._near[0].time < time - WINDOW_S - 1e-6:
+        while self._near and self._near[0].time < time - reach:
             self._near.popleft()
         near = [o for o in self._near if abs(o.time - time) <= WINDOW_S + 1e-6]
-        return min(near, key=lambda o: abs(o.time - time)) if near else None
+        if not near:
+            return None
+        nearest = min(near, key=lambda o: abs(o.time - time))
+        before = [o for o in self._near if o.time <= time]
+        after = [o for o in self._near if o.time > time]
+        if not before or not after or after[0].time - before[-1].time > TWEEN_GAP_S + 1e-6:
+            return nearest
+        return tweened(nearest, before[-1], after[0], time)
+
+
+def tweened(nearest: Overlay, before: Overlay, after: Overlay, time: float) -> Overlay:
+    """``nearest`` with each tracked box that ``before`` and ``after`` both hold placed
+    linearly between their boxes at ``time``."""
+    if not nearest.tracks:
+        return nearest
+    start = {t: b for t, b in zip(before.tracks, before.boxes, strict=False) if t is not None}
+    end = {t: b for t, b in zip(after.tracks, after.boxes, strict=False) if t is not None}
+    f = (time - before.time) / (after.time - before.time)
+    boxes = []
+    for track, box in zip(nearest.tracks, nearest.boxes, strict=True):
+        if track in start and track in end:
+            a, b = start[track], end[track]
+            box = tuple(a[i] + f * (b[i] - a[i]) for i in range(4))  # type: ignore[assignment]
+        boxes.append(box)
+    return Overlay(nearest.time, tuple(boxes), nearest.labels, nearest.colours, nearest.tracks)
 
 
 # --------------------------------------------------------------------------- video

@@ -27,14 +27,15 @@ def keyframe_overlays(
     scale = (width, height, width, height) if box_format == "normalized" else (1, 1, 1, 1)
     for line in lines:
         keyframe = json.loads(line)
-        boxes, labels, colours = [], [], []
+        boxes, labels, colours, tracks = [], [], [], []
         for i, actor in enumerate(keyframe["actors"]):
             boxes.append(tuple(float(v) * s for v, s in zip(actor["box"], scale, strict=True)))
             shown = [f"{a['name']} {a['score']:.2f}" for a in actor["actions"][:DRAWN_ACTIONS]]
             labels.append((f"#{actor['id']}", *shown))
             track = actor.get("track_id")
             colours.append(track - 1 if track is not None else i)
-        yield Overlay(keyframe["time"], tuple(boxes), tuple(labels), tuple(colours))
+            tracks.append(track)
+        yield Overlay(keyframe["time"], tuple(boxes), tuple(labels), tuple(colours), tuple(tracks))
 
 
 def write_annotated_video(
