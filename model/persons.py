@@ -43,11 +43,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torchvision.ops import nms
 
-from fbil.model.tiles import Tiling, merge_tiles
+from fbil.model.preprocess import resize_hwc, torch_loaded
+from fbil.model.tiles import Tiling, merge_tiles, nms
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -402,21 +400,31 @@ class OnnxPersonDetector:
 
     def tiles(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """The uint8 ``(N, H, W, 3)`` batch of every frame's windows resized to the model input,
-        and each frame's windows (pixels)."""
+        and each frame's windows (pixels). Resized by torch when it is loaded, else by Pillow
+        (the same antialiased bilinear filter: :mod:`fbil.model.preprocess`)."""
         size = self.input_size
         crops, windows = [], []
+        use_torch = torch_loaded()
         for frame in frames:
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise ValueError(f"frames are uint8 (H, W, 3), not {frame.dtype} {frame.shape}")
             h, w = frame.shape[:2]
             wins = self.tiling.windows(h, w)
             windows.append(wins)
+            if not use_torch:
+                crops += [resize_hwc(frame[y1:y2, x1:x2], size) for x1, y1, x2, y2 in wins]
+                continue
+            import torch
+            import torch.nn.functional as F
+
             image = torch.from_numpy(np.array(frame)).permute(2, 0, 1).unsqueeze(0).float()
             # windows of one size are resized together; the whole frame on its own
             for group in _same_size_groups(wins):
                 parts = torch.cat([image[..., y1:y2, x1:x2] for x1, y1, x2, y2 in wins[group]])
                 crops.append(F.interpolate(parts, size=size, mode="bilinear", antialias=True,
                                            align_corners=False))  # fmt: skip
+        if not use_torch:
+            return np.ascontiguousarray(np.stack(crops)), windows
         batch = torch.cat(crops).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return np.ascontiguousarray(batch.numpy()), windows
 
@@ -471,7 +479,7 @@ class MergedPersonDetector:
         for per_frame in zip(*found, strict=True):
             boxes = np.concatenate([p.boxes for p in per_frame]).astype(np.float32)
             scores = np.concatenate([p.scores for p in per_frame]).astype(np.float32)
-            keep = nms(torch.from_numpy(boxes), torch.from_numpy(scores), self.nms_iou).numpy()
+            keep = nms(boxes, scores, self.nms_iou)
             out.append(PersonBoxes(boxes[keep], scores[keep]))
         return out
 

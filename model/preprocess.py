@@ -3,12 +3,20 @@ that applies it to RGB frames: :func:`scaled_size`, :func:`resize`, :func:`norma
 
 The video decoder (:mod:`fbil.model.video`) and the training frame readers both use these, so a
 clip is the same whichever way its frames were read.
+
+Two array kinds, one filter: torch tensors (a torch runtime or training runs in the process:
+:func:`torch_loaded`) are resized by torch's antialiased bilinear uint8 kernel; numpy arrays
+(ONNX Runtime serving, no torch installed) by Pillow's (:func:`resize_hwc`), the same filter
+(torch's kernel is a port of Pillow's), equal within one grey level on real frames.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:  # the spec alone is read by configs and CLIs that must not load torch
     from torch import Tensor
@@ -90,8 +98,32 @@ def resize(rgb: Tensor, size: tuple[int, int]) -> Tensor:
     return out if rgb.dim() == 4 else out[0]
 
 
-def normalize(rgb: Tensor, spec: PreprocessSpec) -> Tensor:
-    """RGB in 0-255 with channels at dim -3 -> float32 ``(x - mean) / std``, same shape."""
+def torch_loaded() -> bool:
+    """Whether torch is already imported in this process (a torch runtime, training or the
+    tests): clips and detector tiles are then made with torch, as the torch runtimes were
+    checked with; else with numpy and Pillow, and nothing here imports torch."""
+    return sys.modules.get("torch") is not None
+
+
+def resize_hwc(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` resized to ``size`` = ``(H', W')`` by Pillow's antialiased
+    bilinear filter (the one :func:`resize` runs in torch); returned as is when it already has
+    that size."""
+    if tuple(rgb.shape[:2]) == tuple(size):
+        return rgb
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
+    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def normalize(rgb: Tensor | np.ndarray, spec: PreprocessSpec) -> Tensor | np.ndarray:
+    """RGB in 0-255 with channels at dim -3 -> float32 ``(x - mean) / std``, same shape (a
+    numpy array stays one)."""
+    if isinstance(rgb, np.ndarray):
+        mean = np.asarray(spec.mean, np.float32).reshape(3, 1, 1)
+        std = np.asarray(spec.std, np.float32).reshape(3, 1, 1)
+        return (rgb.astype(np.float32) - mean) / std
     pixels = rgb.float()
     mean = pixels.new_tensor(spec.mean).view(3, 1, 1)
     std = pixels.new_tensor(spec.std).view(3, 1, 1)

@@ -14,8 +14,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torchvision.ops import nms
 
 
 @dataclass(frozen=True)
@@ -100,12 +98,33 @@ def merge_tiles(
         kept_scores.append(s)
     if not kept_boxes:
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-    pixels = torch.from_numpy(np.concatenate(kept_boxes).astype(np.float32))
-    conf = torch.from_numpy(np.concatenate(kept_scores).astype(np.float32))
+    pixels = np.concatenate(kept_boxes).astype(np.float32)
+    conf = np.concatenate(kept_scores).astype(np.float32)
     keep = nms(pixels, conf, iou)  # sorted by descending score
     size = np.array([width, height, width, height], dtype=np.float32)
-    out = (pixels[keep].numpy() / size).clip(0.0, 1.0).astype(np.float32)
-    return out, conf[keep].numpy()
+    out = (pixels[keep] / size).clip(0.0, 1.0).astype(np.float32)
+    return out, conf[keep]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy non-maximum suppression (torchvision's ``nms``): indices of the kept ``(n, 4)``
+    ``x1, y1, x2, y2`` boxes by descending score; a box goes when its IoU with a kept,
+    higher-scored one exceeds ``iou``."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1) * (y2 - y1)
+    suppressed = np.zeros(len(scores), bool)
+    keep = []
+    for position, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        rest = order[position + 1 :]
+        w = (np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest])).clip(min=0)
+        h = (np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest])).clip(min=0)
+        inter = w * h
+        suppressed[rest[inter / (areas[i] + areas[rest] - inter) > iou]] = True
+    return np.asarray(keep, dtype=np.int64)
 
 
 def _fits_a_window(boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:

@@ -17,15 +17,18 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from fbil.service.errors import OverloadedError
 from fbil.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# clips and rois are numpy arrays (ONNX Runtime without torch) or torch tensors (torch loaded:
+# fbil.model.preprocess.torch_loaded); a batch is of one kind and so are its scores
+Tensor = Any
 Predict = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -175,13 +178,7 @@ class Batcher:
 
     async def _execute(self, batch: list[_Item]) -> None:
         started = time.perf_counter()
-        clips = torch.stack([item.clip for item in batch])
-        rois = torch.cat(
-            [
-                torch.cat((torch.full((len(item.rois), 1), float(i)), item.rois), dim=1)
-                for i, item in enumerate(batch)
-            ]
-        )
+        clips, rois = _batch([item.clip for item in batch], [item.rois for item in batch])
         loop = asyncio.get_running_loop()
         try:
             scores = await loop.run_in_executor(self._executor, self.predict, clips, rois)
@@ -196,7 +193,7 @@ class Batcher:
         if self.metrics:
             self.metrics.batch_size.observe(len(batch))
             self.metrics.inference_latency.observe(elapsed)
-        parts = torch.split(scores, [len(item.rois) for item in batch])
+        parts = _split(scores, [len(item.rois) for item in batch])
         for item, part in zip(batch, parts, strict=True):
             queue_s = started - item.enqueued
             if self.metrics:
@@ -205,3 +202,32 @@ class Batcher:
                 item.future.set_result(
                     ClipResult(part, queue_s * 1000, elapsed * 1000, self._batches)
                 )
+
+
+def _batch(clips: list[Tensor], rois: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Clips stacked ``(B, 3, T, H, W)`` and rois ``(N, 5)`` with their clip's index first."""
+    if all(isinstance(c, np.ndarray) for c in clips):
+        rows = [
+            np.concatenate(
+                (np.full((len(r), 1), float(i), np.float32), np.asarray(r, np.float32)), 1
+            )
+            for i, r in enumerate(rois)
+        ]
+        return np.stack(clips), np.concatenate(rows)
+    import torch
+
+    stacked = torch.stack([torch.as_tensor(c) for c in clips])
+    rows = [
+        torch.cat((torch.full((len(r), 1), float(i)), torch.as_tensor(r)), dim=1)
+        for i, r in enumerate(rois)
+    ]
+    return stacked, torch.cat(rows)
+
+
+def _split(scores: Tensor, sizes: list[int]) -> list[Tensor]:
+    """``scores`` cut into consecutive parts of ``sizes`` rows."""
+    if isinstance(scores, np.ndarray):
+        return np.split(scores, np.cumsum(sizes)[:-1])
+    import torch
+
+    return list(torch.split(scores, sizes))

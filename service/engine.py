@@ -15,9 +15,9 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
 from fbil.model import ModelMetadata
 from fbil.model.persons import PersonDetector, load_bundled_detector, load_person_detector
@@ -159,13 +159,18 @@ class Engine:
                 problem, {"max_side": shapes.max_side, "max_rois": shapes.max_rois}
             )
 
-    async def score(self, clip: torch.Tensor, boxes: np.ndarray, *, wait_if_full: bool) -> Scored:
+    async def score(self, clip: Any, boxes: np.ndarray, *, wait_if_full: bool) -> Scored:
         """Scores of the actors ``boxes`` (float32 ``(n, 4)`` normalised) on ``clip``
-        ``(3, T, H, W)``, through the batcher. A full queue raises
+        ``(3, T, H, W)`` (a numpy array, or a torch tensor when torch is loaded), through the
+        batcher. A full queue raises
         :class:`~fbil.service.errors.OverloadedError`, or with ``wait_if_full`` is tried again
         until the clip fits (background work gives way to requests)."""
         self.check_input(clip.shape[-2], clip.shape[-1], len(boxes))
-        rois = torch.from_numpy(boxes)
+        rois = boxes
+        if not isinstance(clip, np.ndarray):
+            import torch  # a torch clip: torch is loaded
+
+            rois = torch.from_numpy(np.ascontiguousarray(boxes, np.float32))
         while True:
             try:
                 (result,) = await self.batcher.submit([clip], [rois])
@@ -175,7 +180,7 @@ class Engine:
                     raise
                 await asyncio.sleep(RETRY_FULL_QUEUE_S)
         return Scored(
-            result.scores.numpy(),
+            np.asarray(result.scores),
             result.queue_ms / 1000,
             result.inference_ms / 1000,
             result.batch_id,

@@ -14,28 +14,34 @@ preprocessing, so one engine serves every request shape instead of one built per
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from fbil.model import ModelMetadata, artifact, load_model
-from fbil.model.device import default_device, resolve_device
+from fbil.model import ModelMetadata, artifact
+from fbil.model.device import cuda_device_count
+from fbil.model.extras import MissingExtraError, require
 from fbil.model.labels import LabelMap, read_label_map
-from fbil.model.preprocess import PreprocessSpec
+from fbil.model.preprocess import PreprocessSpec, torch_loaded
+
+if TYPE_CHECKING:  # torch is imported by the torch runtimes only (the `torch` extra)
+    import torch
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 ONNX_SUFFIXES = {".onnx"}
 TORCHSCRIPT_SUFFIXES = {".torchscript", ".ts"}
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}  # torch dtype names
 TENSORRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT_LIBRARY = "libnvinfer.so.10"  # what ONNX Runtime's TensorRT provider loads
 
 
 class RuntimeLoadError(RuntimeError):
@@ -47,6 +53,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
     fp16 needs CUDA (CPU kernels in half precision are slow and partial); bf16 runs on both.
     """
+    import torch
+
     if precision not in PRECISIONS:
         raise RuntimeLoadError(f"FBIL_PRECISION={precision!r}: use fp32, fp16 or bf16")
     if precision == "fp16" and device.type != "cuda":
@@ -54,7 +62,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             f"FBIL_PRECISION=fp16 needs a CUDA device, the runtime runs on {device}: "
             "use fp32, or bf16 (CPUs with AVX512-BF16/AMX)"
         )
-    return PRECISIONS[precision]
+    name = PRECISIONS[precision]
+    return None if name is None else getattr(torch, name)
 
 
 @dataclass(frozen=True)
@@ -152,7 +161,8 @@ def onnx_provider_options(
 
 
 class Runtime(ABC):
-    """Run the detector: ``predict(clips (B,3,T,H,W), rois (N,5)) -> scores (N, C)``."""
+    """Run the detector: ``predict(clips (B,3,T,H,W), rois (N,5)) -> scores (N, C)``; clips
+    and rois are numpy arrays or torch tensors (:func:`fbil.model.preprocess.torch_loaded`)."""
 
     backend: str
 
@@ -160,8 +170,9 @@ class Runtime(ABC):
         self.metadata = metadata
 
     @abstractmethod
-    def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
-        """AVA scores in [0, 1], float32 on the CPU.
+    def predict(self, clips: Tensor | np.ndarray, rois: Tensor | np.ndarray) -> Tensor | np.ndarray:
+        """AVA scores in [0, 1], float32 on the CPU (a numpy array from ONNX Runtime when given
+        numpy arrays, else a torch tensor).
 
         Args:
             clips: float32 ``(B, 3, T, H, W)`` normalised as the metadata's preprocessing says.
@@ -185,14 +196,15 @@ class Runtime(ABC):
         width = side * 16 // 9
         if (shapes := self.input_shapes()) is not None:
             width = min(width, shapes.max_side)
-        clips = torch.zeros(1, 3, spec.num_frames, side, width)
-        rois = torch.tensor([[0.0, 0.25, 0.25, 0.75, 0.75]])
-        scores = self.predict(clips, rois)
+        clips = np.zeros((1, 3, spec.num_frames, side, width), np.float32)
+        rois = np.array([[0.0, 0.25, 0.25, 0.75, 0.75]], np.float32)
+        scores = np.asarray(self.predict(clips, rois))
         expected = (1, len(self.metadata.labels))
-        if tuple(scores.shape) != expected or not torch.isfinite(scores).all():
+        finite = bool(np.isfinite(scores).all())
+        if tuple(scores.shape) != expected or not finite:
             raise RuntimeLoadError(
-                f"warm-up produced {tuple(scores.shape)} scores (finite: "
-                f"{bool(torch.isfinite(scores).all())}), expected {expected}"
+                f"warm-up produced {tuple(scores.shape)} scores (finite: {finite}), "
+                f"expected {expected}"
             )
 
 
@@ -209,6 +221,10 @@ class EagerRuntime(Runtime):
         labels: LabelMap | None = None,
         precision: str = "fp32",
     ) -> None:
+        _require_torch("the eager runtime")
+        from fbil.model import load_model
+        from fbil.model.device import resolve_device
+
         self.device = resolve_device(device)
         self.precision, self.dtype = precision, autocast_dtype(precision, self.device)
         detector, metadata = load_model(
@@ -217,7 +233,10 @@ class EagerRuntime(Runtime):
         super().__init__(metadata)
         self.detector = detector.to(self.device).eval()
 
-    def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
+    def predict(self, clips: Tensor | np.ndarray, rois: Tensor | np.ndarray) -> Tensor:
+        import torch
+
+        clips, rois = torch.as_tensor(clips), torch.as_tensor(rois)
         with torch.inference_mode(), _autocast(self.device, self.dtype):
             logits = self.detector(clips.to(self.device), rois.to(self.device))
             return self.detector.scores(logits).float().cpu()
@@ -232,6 +251,11 @@ class TorchScriptRuntime(Runtime):
     backend = "torchscript"
 
     def __init__(self, path: Path, device: str = "auto", precision: str = "fp32") -> None:
+        _require_torch("the TorchScript runtime")
+        import torch
+
+        from fbil.model.device import resolve_device
+
         self.device = resolve_device(device)
         self.precision, self.dtype = precision, autocast_dtype(precision, self.device)
         files = {artifact.TORCHSCRIPT_FILE: ""}
@@ -242,7 +266,10 @@ class TorchScriptRuntime(Runtime):
         super().__init__(_metadata(path, lambda: artifact.document_from_extra_files(files, path)))
         self.module.eval()
 
-    def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
+    def predict(self, clips: Tensor | np.ndarray, rois: Tensor | np.ndarray) -> Tensor:
+        import torch
+
+        clips, rois = torch.as_tensor(clips), torch.as_tensor(rois)
         with torch.inference_mode(), _autocast(self.device, self.dtype):
             _, scores = self.module(clips.to(self.device), rois.to(self.device))
             return scores.float().cpu()
@@ -255,7 +282,17 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
     """``torch.autocast`` to ``dtype`` (None: a no-op context, fp32)."""
     if dtype is None:
         return contextlib.nullcontext()
+    import torch
+
     return torch.autocast(device.type, dtype=dtype)
+
+
+def _require_torch(what: str) -> None:
+    """:class:`RuntimeLoadError` naming the ``torch`` extra when torch is not installed."""
+    try:
+        require("torch", what)
+    except MissingExtraError as e:
+        raise RuntimeLoadError(str(e)) from None
 
 
 class OnnxRuntime(Runtime):
@@ -280,6 +317,8 @@ class OnnxRuntime(Runtime):
         if num_threads:
             options.intra_op_num_threads = num_threads
         chosen = providers or default_onnx_providers(device, ort.get_available_providers())
+        if CUDA in chosen or TENSORRT in chosen:
+            preload_cuda_libraries(ort)
         if TENSORRT in chosen or precision != "fp32":
             # TensorRT's profile needs the preprocessing before the session exists
             spec = _onnx_file_metadata(path).preprocess
@@ -291,6 +330,14 @@ class OnnxRuntime(Runtime):
             self.session = ort.InferenceSession(str(path), options, providers=entries)
         except Exception as e:  # onnxruntime raises its own exception types
             raise RuntimeLoadError(f"{path} is not a loadable ONNX model: {e}") from e
+        running = self.session.get_providers()
+        if device.startswith("cuda") and CUDA not in running and TENSORRT not in running:
+            # ONNX Runtime falls back to the CPU when CUDA cannot start: not what was asked for
+            raise RuntimeLoadError(
+                f"FBIL_DEVICE={device}: CUDA could not start in ONNX Runtime (it runs "
+                f"{', '.join(running)}; its log above says why): check the GPU and driver, or "
+                "set FBIL_DEVICE=cpu"
+            )
         props = self.session.get_modelmeta().custom_metadata_map
         metadata = _metadata(
             path,
@@ -309,28 +356,71 @@ class OnnxRuntime(Runtime):
         """TensorRT's profile when TensorRT runs the model (CUDA and CPU take any shape)."""
         return self._input_shapes
 
-    def predict(self, clips: Tensor, rois: Tensor) -> Tensor:
+    def predict(self, clips: Tensor | np.ndarray, rois: Tensor | np.ndarray) -> Tensor | np.ndarray:
         feeds = {
-            "clips": np.ascontiguousarray(clips.numpy(), dtype=np.float32),
-            "rois": np.ascontiguousarray(rois.numpy(), dtype=np.float32),
+            "clips": np.ascontiguousarray(np.asarray(clips), dtype=np.float32),
+            "rois": np.ascontiguousarray(np.asarray(rois), dtype=np.float32),
         }
         (scores,) = self.session.run(["scores"], feeds)
-        return torch.from_numpy(scores).float()
+        scores = scores.astype(np.float32, copy=False)
+        if isinstance(clips, np.ndarray):
+            return scores
+        import torch  # given torch tensors (torch is loaded): answer with one
+
+        return torch.from_numpy(scores)
 
     def describe(self) -> dict[str, Any]:
         return {"providers": self.session.get_providers(), "precision": self.precision}
 
 
 def default_onnx_providers(device: str, available: list[str]) -> list[str]:
-    """TensorRT, CUDA, CPU in that order, those available and allowed by ``device``."""
-    wanted = ["CPUExecutionProvider"]
-    if device != "cpu":
-        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", *wanted]
+    """TensorRT, CUDA, CPU in that order, those available and allowed by ``device``.
+
+    ``auto`` takes CUDA when ONNX Runtime has it and a CUDA device answers (else the CPU);
+    ``cuda`` without a CUDA provider is a :class:`RuntimeLoadError` (``pip install
+    'fbil[gpu]'``), not a quiet CPU. TensorRT only when its library loads
+    (:func:`tensorrt_loadable`): ONNX Runtime logs an error at every start otherwise.
+    """
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise RuntimeLoadError(f"device {device!r} is not usable with ONNX Runtime")
-    if device == "auto" and default_device().type != "cuda":
-        wanted = ["CPUExecutionProvider"]
-    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+    cpu = ["CPUExecutionProvider"]
+    if device == "cpu" or (device == "auto" and (CUDA not in available or not cuda_present())):
+        return cpu
+    if CUDA not in available:
+        raise RuntimeLoadError(
+            f"FBIL_DEVICE={device}: this ONNX Runtime has no CUDA provider (it has "
+            f"{', '.join(available)}): install the 'gpu' extra (onnxruntime-gpu) or set "
+            "FBIL_DEVICE=cpu"
+        )
+    wanted = [TENSORRT, CUDA] if tensorrt_loadable() else [CUDA]
+    return [p for p in wanted if p in available] + cpu
+
+
+def cuda_present() -> bool:
+    """Whether the CUDA driver answers with at least one device (without torch)."""
+    return cuda_device_count() > 0
+
+
+def tensorrt_loadable() -> bool:
+    """Whether TensorRT's library (which ONNX Runtime's TensorRT provider needs) loads here."""
+    try:
+        ctypes.CDLL(TENSORRT_LIBRARY)
+    except OSError:
+        return False
+    return True
+
+
+def preload_cuda_libraries(ort: Any) -> None:
+    """Load the CUDA and cuDNN libraries of the pip ``nvidia-*`` packages (the ``gpu`` extra)
+    before a CUDA session, so that the image needs no CUDA base of its own
+    (``onnxruntime.preload_dlls``, ONNX Runtime 1.21+)."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload(cuda=True, cudnn=True, msvc=False)
+    except Exception as e:  # a missing package: the session's own loading says more
+        log.warning("could not preload the CUDA libraries: %s", e)
 
 
 def _onnx_file_metadata(path: Path) -> ModelMetadata:
@@ -421,9 +511,12 @@ def _runtime(
     precision: str = "fp32",
     tensorrt: TensorRTProfile | None = None,
 ) -> Runtime:
-    if num_threads:
-        torch.set_num_threads(num_threads)
     backend = backend_for(path) if backend == "auto" else backend
+    if num_threads and (backend != "onnx" or torch_loaded()):
+        _require_torch(f"the {backend} runtime")
+        import torch
+
+        torch.set_num_threads(num_threads)
     log.info("loading %s with the %s runtime", path, backend)
     if backend == "onnx":
         return OnnxRuntime(path, device, onnx_providers, num_threads, precision, tensorrt)

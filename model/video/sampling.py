@@ -16,11 +16,16 @@ from typing import Any
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 
-from fbil.model.preprocess import PreprocessSpec, normalize, resize, scaled_size
+from fbil.model.preprocess import (
+    PreprocessSpec,
+    normalize,
+    resize,
+    resize_hwc,
+    scaled_size,
+    torch_loaded,
+)
 from fbil.model.video.container import display_size, quarter_turns
 from fbil.model.video.types import VideoInfo
 
@@ -33,21 +38,31 @@ def _rgb(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
 
 
 class ClipConverter:
-    """Decoded frame -> normalised float32 ``(3, H, W)`` at the clip's displayed size."""
+    """Decoded frame -> normalised float32 ``(3, H, W)`` at the clip's displayed size: a torch
+    tensor when torch is loaded, else a numpy array (:func:`~fbil.model.preprocess.torch_loaded`,
+    decided once per converter)."""
 
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
         self.size: tuple[int, int] | None = None  # displayed (height, width) of the clip
         self._reformatter = VideoReformatter()
+        self.torch = torch_loaded()
 
-    def __call__(self, frame: av.VideoFrame) -> torch.Tensor:
+    def __call__(self, frame: av.VideoFrame) -> Any:
         if self.size is None:
             width, height = display_size(frame)
             self.size = scaled_size(height, width, self.spec.short_side)
         turns = quarter_turns(frame)
         coded = self.size[::-1] if turns % 2 else self.size
+        if not self.torch:  # resized as coded, then turned: fewer pixels to turn
+            rgb = resize_hwc(_rgb(frame, self._reformatter), coded).transpose(2, 0, 1)
+            if turns:
+                rgb = np.rot90(rgb, turns, axes=(1, 2))
+            return normalize(rgb, self.spec)
+        import torch
+
         full = torch.from_numpy(_rgb(frame, self._reformatter)).permute(2, 0, 1)
-        rgb = resize(full, coded)  # resized as coded, then turned: fewer pixels to turn
+        rgb = resize(full, coded)
         if turns:
             rgb = torch.rot90(rgb, turns, dims=(1, 2))
         return normalize(rgb, self.spec)
@@ -75,9 +90,7 @@ class DisplayConverter:
         size = self._fit(height, width)
         if size == (height, width):
             return rgb
-        image = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0)
-        small = F.interpolate(image, size=size, mode="bilinear", antialias=True)
-        return np.ascontiguousarray(small[0].permute(1, 2, 0).numpy())
+        return np.ascontiguousarray(resize_hwc(rgb, size))  # Pillow: no torch needed
 
 
 # --------------------------------------------------------------------------- sampling
@@ -194,14 +207,23 @@ class ClipSampler(Sampler):
             times, spec.sample_offsets(), [clip_window(t, spec) for t in times], convert
         )
         self.num_frames = spec.num_frames
-        self.clips: list[torch.Tensor] = []
+        self.clips: list[Any] = []
 
-    def _store(self, k: int, j: int, pixels: torch.Tensor) -> None:
+    def _store(self, k: int, j: int, pixels: Any) -> None:
         if not self.clips:
             _, height, width = pixels.shape
             shape = (3, self.num_frames, height, width)
-            self.clips = [torch.empty(shape, dtype=torch.float32) for _ in self.times]
+            self.clips = [empty_clip(shape, pixels) for _ in self.times]
         self.clips[k][:, j] = pixels
+
+
+def empty_clip(shape: tuple[int, ...], like: Any) -> Any:
+    """An uninitialised float32 clip of ``shape``, of the array kind of the frame ``like``."""
+    if isinstance(like, np.ndarray):
+        return np.empty(shape, np.float32)
+    import torch
+
+    return torch.empty(shape, dtype=torch.float32)
 
 
 class FrameSampler(Sampler):

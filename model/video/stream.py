@@ -22,10 +22,10 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import av
 import numpy as np
-import torch
 
 from fbil.model.preprocess import PreprocessSpec
 from fbil.model.video.container import display_size
@@ -36,6 +36,7 @@ from fbil.model.video.sampling import (
     FrameFit,
     Sampler,
     clip_window,
+    empty_clip,
 )
 from fbil.model.video.types import (
     Clip,
@@ -81,14 +82,14 @@ class _Clips(Sampler):
         windows = [clip_window(t, spec) for t in times]
         super().__init__(times, spec.sample_offsets(), windows, convert)
         self.num_frames = spec.num_frames
-        self.filling: dict[int, torch.Tensor] = {}
+        self.filling: dict[int, Any] = {}
         self.filled = [0] * len(times)
 
-    def _store(self, k: int, j: int, pixels: torch.Tensor) -> None:
+    def _store(self, k: int, j: int, pixels: Any) -> None:
         clip = self.filling.get(k)
         if clip is None:
             _, height, width = pixels.shape
-            clip = torch.empty((3, self.num_frames, height, width), dtype=torch.float32)
+            clip = empty_clip((3, self.num_frames, height, width), pixels)
             self.filling[k] = clip
         clip[:, j] = pixels
         self.filled[k] += 1

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
 Source = bytes | str | os.PathLike
 """A video: its bytes, or the path of its file."""
@@ -77,11 +77,12 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class Clip:
-    """One keyframe's clip: float32 ``(3, T, H, W)``, normalised; ``frame_times`` are the
-    times of the decoded frames picked for the ``T`` sample times."""
+    """One keyframe's clip: float32 ``(3, T, H, W)``, normalised (a torch tensor when torch is
+    loaded, else a numpy array: :func:`fbil.model.preprocess.torch_loaded`); ``frame_times`` are
+    the times of the decoded frames picked for the ``T`` sample times."""
 
     time: float
-    clip: torch.Tensor
+    clip: Any
     frame_times: tuple[float, ...]
 
 

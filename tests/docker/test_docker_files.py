@@ -463,13 +463,46 @@ def test_dev_lock_adds_exactly_what_the_dev_extra_needs(python: str) -> None:
     lock_tool = load_file_module(ROOT / "docker" / "lock.py")
     runtime, dev = lock_pins(), lock_pins(DEV_LOCK)
     assert not runtime.keys() & dev.keys(), "the dev lock repeats runtime pins"
-    project = pyproject()["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    requirements = pyproject()["project"]["dependencies"] + lock_tool.extra_dependencies("dev")
     pins = {**runtime, **dev}
     problems, reached, unread = closure_problems(requirements, pins, lock_tool.marker_env(python))
     assert problems == []
     assert reached == set(pins), f"pinned but needed by nothing: {sorted(set(pins) - reached)}"
     assert unread == set(), f"locked but not installed at the locked version: {sorted(unread)}"
+
+
+@pytest.mark.parametrize("python", load_file_module(ROOT / "docker" / "lock.py").PYTHONS)
+def test_torch_lock_adds_exactly_what_the_torch_extra_needs(python: str) -> None:
+    """The torch image flavor installs the runtime lock and this one with --no-deps."""
+    lock_tool = load_file_module(ROOT / "docker" / "lock.py")
+    runtime, torch = lock_pins(), lock_pins(lock_tool.EXTRA_LOCKS["torch"])
+    assert not runtime.keys() & torch.keys(), "the torch lock repeats runtime pins"
+    assert torch.keys() <= lock_pins(DEV_LOCK).keys(), "the tests run what the flavor ships"
+    requirements = pyproject()["project"]["dependencies"] + lock_tool.extra_dependencies("torch")
+    pins = {**runtime, **torch}
+    problems, reached, unread = closure_problems(requirements, pins, lock_tool.marker_env(python))
+    assert problems == []
+    assert reached == set(pins), f"pinned but needed by nothing: {sorted(set(pins) - reached)}"
+    assert unread == set(), f"locked but not installed at the locked version: {sorted(unread)}"
+
+
+def test_gpu_lock_replaces_onnxruntime_with_onnxruntime_gpu() -> None:
+    lock_tool = load_file_module(ROOT / "docker" / "lock.py")
+    runtime, gpu = lock_pins(), lock_pins(lock_tool.EXTRA_LOCKS["gpu"])
+    assert not runtime.keys() & gpu.keys(), "the gpu lock repeats runtime pins"
+    assert "onnxruntime" in runtime and "onnxruntime-gpu" in gpu
+    assert not any(name.startswith("torch") for name in gpu), "the GPU image has no torch"
+    for line in lock_tool.extra_dependencies("gpu"):
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert requirement.specifier.contains(gpu[name], prereleases=True), (line, gpu[name])
+    assert {"nvidia-cudnn-cu13", "nvidia-cublas", "nvidia-cuda-runtime"} <= gpu.keys()
+
+
+def test_the_runtime_lock_has_no_torch_and_no_cuda() -> None:
+    names = lock_pins().keys()
+    assert not [n for n in names if n.startswith(("torch", "nvidia-", "cuda-", "triton"))]
+    assert "onnxruntime-gpu" not in names
 
 
 def test_installed_versions_are_the_locked_ones() -> None:
@@ -491,8 +524,8 @@ def test_installed_versions_are_the_locked_ones() -> None:
         if installed[n] != pins[n]
     }
     assert differ == {}
-    project = pyproject()["project"]
-    direct = project["dependencies"] + project["optional-dependencies"]["dev"]
+    lock_tool = load_file_module(ROOT / "docker" / "lock.py")
+    direct = pyproject()["project"]["dependencies"] + lock_tool.extra_dependencies("dev")
     missing = [r for r in direct if canonicalize_name(Requirement(r).name) not in installed]
     assert missing == [], "the test environment lacks direct dependencies"
 
@@ -523,7 +556,8 @@ def test_gpu_base_matches_onnxruntime_gpu_cuda_major() -> None:
     assert match, f"{base} is not an nvidia/cuda cuDNN runtime image"
     cuda = (int(match[1]), int(match[2]))
 
-    locked = lock_pins()["onnxruntime-gpu"]
+    lock_tool = load_file_module(ROOT / "docker" / "lock.py")
+    locked = lock_pins(lock_tool.EXTRA_LOCKS["gpu"])["onnxruntime-gpu"]
     try:
         dist = distribution("onnxruntime-gpu")
     except PackageNotFoundError:
@@ -580,7 +614,7 @@ def test_runtime_stages_run_fbil_serve_as_a_non_root_user() -> None:
 
     assert exec_form(runtime.all("ENTRYPOINT")[-1]) == ["fbil-serve"]
     assert runtime.all("CMD") == [], "no arguments: configuration only through FBIL_ variables"
-    assert pyproject()["project"]["scripts"].get("fbil-serve") == "fbil.service.cli:main"
+    assert pyproject()["project"]["scripts"].get("fbil-serve") == "fbil.model.extras:serve"
 
     [user] = runtime.all("USER")
     assert user.split(":")[0] not in {"root", "0"}

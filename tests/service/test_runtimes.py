@@ -59,14 +59,28 @@ def test_backend_by_suffix_and_content(tmp_path: Path, artifacts: dict[str, Path
 
 
 def test_onnx_providers_follow_the_device(monkeypatch: pytest.MonkeyPatch):
+    from fbil.service import runtimes
+
     every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(runtimes, "tensorrt_loadable", lambda: True)
     assert default_onnx_providers("cpu", every) == ["CPUExecutionProvider"]
     assert default_onnx_providers("cuda", every) == every
-    assert default_onnx_providers("cuda:0", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # FBIL_DEVICE=cuda on an ONNX Runtime without CUDA fails loudly (no quiet CPU)
+    with pytest.raises(RuntimeLoadError, match="gpu' extra"):
+        default_onnx_providers("cuda:0", ["CPUExecutionProvider"])
+    monkeypatch.setattr(runtimes, "cuda_present", lambda: False)
     assert default_onnx_providers("auto", every) == ["CPUExecutionProvider"]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtimes, "cuda_present", lambda: True)
     assert default_onnx_providers("auto", every) == every
+    # without TensorRT's library its provider is not asked for (it logs an ERROR at start)
+    monkeypatch.setattr(runtimes, "tensorrt_loadable", lambda: False)
+    assert default_onnx_providers("cuda", every) == every[1:]
+
+
+def test_tensorrt_is_not_loadable_here():
+    from fbil.service.runtimes import tensorrt_loadable
+
+    assert tensorrt_loadable() is False  # no TensorRT on the test machines
 
 
 def test_onnx_runtime_turns_telemetry_off_before_its_session(monkeypatch: pytest.MonkeyPatch):
