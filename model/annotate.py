@@ -35,7 +35,7 @@ PALETTE = (
     (255, 160, 32),
 )
 LINE = 2  # box outline width (pixels)
-# annotated video: file suffix -> PyAV (FFmpeg) muxer; each takes h264 and mpeg4
+# annotated video: file suffix -> PyAV (FFmpeg) muxer; each takes VP9 (AVI: FFmpeg's mpeg4)
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 SHEET_SUFFIX = ".png"
 DEFAULT_FPS = 30  # when the video states no frame rate
@@ -188,14 +188,16 @@ def displayed_frames(video: Path) -> tuple[int, int, Fraction, Iterator[Frame]]:
 
 
 def render_video(video: Path, overlays_: Iterable[Overlay], out: Path) -> int:
-    """Write ``out`` (h264, else mpeg4; the container from its suffix, see
+    """Write ``out`` (VP9 by libvpx, BSD-licensed; in AVI FFmpeg's own mpeg4; never x264/x265,
+    which are GPL; the container from its suffix, see
     :data:`OUTPUT_FORMATS`): every displayed frame of ``video``, drawn near keyframes
     (``overlays_`` in time order). Returns the number of frames."""
     width, height, rate, frames = displayed_frames(video)
     nearest = Nearest(overlays_)
     count = 0
     with av.open(str(out), "w", format=output_format(out)) as container:
-        stream = container.add_stream(_codec(), rate=rate)
+        codec, options = video_codec(out)
+        stream = container.add_stream(codec, rate=rate, options=options)
         stream.width, stream.height = width // 2 * 2, height // 2 * 2
         stream.pix_fmt = "yuv420p"
         for frame in frames:
@@ -210,12 +212,21 @@ def render_video(video: Path, overlays_: Iterable[Overlay], out: Path) -> int:
     return count
 
 
-def _codec() -> str:
-    try:
-        av.codec.Codec("libx264", "w")
-    except (av.FFmpegError, ValueError):
-        return "mpeg4"
-    return "libx264"
+# VP9 plays in MP4, MOV and Matroska/WebM in every current browser; realtime settings keep
+# encoding near decoding speed (the default "good" deadline is ~10x slower)
+VP9_OPTIONS = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "30", "b": "0"}
+
+
+def video_codec(out: Path) -> tuple[str, dict[str, str]]:
+    """The encoder (and its options) for the annotated video ``out``: ``libvpx-vp9`` (BSD), or
+    FFmpeg's own ``mpeg4`` (LGPL) in AVI or where libvpx is missing; never libx264/libx265."""
+    if output_format(out) != "avi":
+        try:
+            av.codec.Codec("libvpx-vp9", "w")
+            return "libvpx-vp9", dict(VP9_OPTIONS)
+        except (av.FFmpegError, ValueError):
+            pass
+    return "mpeg4", {}
 
 
 def render_contact_sheet(

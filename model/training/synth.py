@@ -588,21 +588,16 @@ class SynthDataset:
 
 
 def pick_codec(codec: str = "auto") -> str:
-    """``libx264`` when this PyAV build has it (``auto``/``h264``), else ``mpeg4``."""
-    if codec == "mpeg4":
-        return "mpeg4"
-    try:
-        av.codec.Codec("libx264", "w")
-    except (av.FFmpegError, ValueError):
-        if codec == "h264":
-            raise ValueError("this PyAV build has no libx264 encoder") from None
-        return "mpeg4"
-    return "libx264"
+    """FFmpeg's own ``mpeg4`` encoder (LGPL), whatever is asked (``auto``, ``mpeg4``): the PyAV
+    wheels' H.264 encoder is x264, GPL, which fbil never runs."""
+    if codec not in ("auto", "mpeg4"):
+        raise ValueError(f"codec {codec!r}: only mpeg4 (x264 is GPL)")
+    return "mpeg4"
 
 
 def _encode(path: Path, frames: Iterator[np.ndarray], codec: str) -> None:
     """Encode RGB frames at ``FPS``; single-threaded so the bytes depend only on the frames."""
-    options = {"crf": "17", "preset": "superfast", "threads": "1"} if codec == "libx264" else {}
+    options: dict[str, str] = {}
     with av.open(str(path), "w", format="mp4") as out:
         stream = out.add_stream(codec, rate=FPS, options=options)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
@@ -788,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--videos", type=int, default=40, help="number of videos")
     parser.add_argument("--seconds", type=int, default=6, help="length of each video (>= 4)")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of val videos")
-    parser.add_argument("--codec", choices=("auto", "h264", "mpeg4"), default="auto")
+    parser.add_argument("--codec", choices=("auto", "mpeg4"), default="auto")
     parser.add_argument(
         "--classes",
         type=_parse_classes,

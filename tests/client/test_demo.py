@@ -99,6 +99,9 @@ def test_renders_the_detections(fake: FakeService, inputs: tuple[Path, Path], tm
     assert sent.parts["video"][2] == video.read_bytes()
     frames = _decoded(out)
     assert len(frames) == FRAMES and frames[0][1].shape == (H, W, 3)
+    with av.open(str(out)) as container:  # encoded without x264/x265 (GPL)
+        assert [s.codec_context.name for s in container.streams] == ["vp9"]
+        assert "mp4" in container.format.name
     colour = np.asarray(PALETTE[0], np.float32)
     x1, y1, x2, y2 = BOX
     for time, img, _ in frames:

@@ -287,6 +287,9 @@ def test_a_job_draws_the_annotated_video(tiny_model: TinyModel, test_videos, tmp
         assert answer.status_code == 200 and answer.headers["content-type"] == "video/mp4"
         (tmp_path / "out.mp4").write_bytes(answer.content)
     with av.open(str(tmp_path / "out.mp4")) as container:
+        # encoded without x264/x265 (GPL): VP9, which browsers play in MP4
+        assert [s.codec_context.name for s in container.streams] == ["vp9"]
+        assert "mp4" in container.format.name
         frames = list(container.decode(video=0))
         assert len(frames) == 270
         assert (frames[0].width, frames[0].height) == (720, 528)
