@@ -13,6 +13,8 @@ preprocessing, so one engine serves every request shape instead of one built per
 
 from __future__ import annotations
 
+import importlib.util
+
 import contextlib
 import ctypes
 import logging
@@ -415,8 +417,8 @@ def preload_cuda_libraries(ort: Any) -> None:
     before a CUDA session, so that the image needs no CUDA base of its own
     (``onnxruntime.preload_dlls``, ONNX Runtime 1.21+)."""
     preload = getattr(ort, "preload_dlls", None)
-    if preload is None:
-        return
+    if preload is None or importlib.util.find_spec("nvidia") is None:
+        return  # no pip CUDA packages: the system's (the GPU image's base) are used
     try:
         preload(cuda=True, cudnn=True, msvc=False)
     except Exception as e:  # a missing package: the session's own loading says more

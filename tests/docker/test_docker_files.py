@@ -579,10 +579,16 @@ def test_gpu_base_matches_onnxruntime_gpu_cuda_major() -> None:
 def test_builder_installs_the_lock_then_the_project_without_dependencies() -> None:
     builder = read_dockerfile().stage("builder")
     copies = [copy_sources_and_dest(a) for a in builder.all("COPY")]
-    [lock_dest] = [dest for sources, dest, _ in copies if sources == ["docker/requirements.lock"]]
+    [locks] = [dest for sources, dest, _ in copies if "docker/requirements.lock" in sources]
     runs = run_commands(builder)
     pip_cache = "--mount=type=cache,target=/root/.cache/pip"
 
+    # the flavour's lock: the runtime lock, onnxruntime swapped for the GPU one's pin (gpu),
+    # the torch lock added (TORCH=1)
+    [choose] = [r for r in runs if f"{locks}requirements.lock" in r]
+    lock_dest = re.search(r"> (\S+)", choose)[1]
+    assert "grep -v '^onnxruntime=='" in choose and "'^onnxruntime-gpu=='" in choose
+    assert f"{locks}requirements-torch.lock >> {lock_dest}" in choose
     [lock_index] = [i for i, r in enumerate(runs) if f"-r {lock_dest}" in r]
     lock_install = runs[lock_index]
     assert pip_cache in lock_install
@@ -630,6 +636,23 @@ def test_runtime_stages_run_fbil_serve_as_a_non_root_user() -> None:
             assert not [r for r in run_commands(stage) if "pip " in r], "runtime runs no pip"
     [venv] = [a for a in runtime.all("COPY") if a.startswith("--from=builder")]
     assert copy_sources_and_dest(venv)[:2] == (["/opt/venv"], "/opt/venv")
+    # jobs' data: FBIL_DATA_DIR a volume made from a folder the non-root user owns
+    assert "FBIL_DATA_DIR=/data" in env and runtime.all("VOLUME") == ['["/data"]']
+    assert re.search(r"install -d -o fbil -g fbil [^&]*/data\b", " ".join(run_commands(runtime)))
+
+
+def test_dockerfile_builds_offline_without_a_frontend_image() -> None:
+    assert not re.search(r"^#\s*syntax=", DOCKERFILE.read_text(), re.M)
+
+
+def test_compose_keeps_job_data_across_recreation() -> None:
+    for name in ("fbil", "fbil-cpu"):
+        volumes = compose()["services"][name]["volumes"]
+        assert {"type": "volume", "source": "fbil-data", "target": "/data"} in volumes
+    assert "fbil-data" in compose()["volumes"]
+    text = DEPLOYMENT_DOC.read_text()
+    assert "--stop-timeout 40" in text and "-v fbil-data:/data" in text
+    assert "Compose v2.24" in text
 
 
 def test_image_healthcheck_targets_readyz() -> None:
