@@ -13,10 +13,9 @@ preprocessing, so one engine serves every request shape instead of one built per
 
 from __future__ import annotations
 
-import importlib.util
-
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import zipfile
 from abc import ABC, abstractmethod
