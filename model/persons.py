@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
-from fbil.model.preprocess import resize_hwc, torch_loaded
+from fbil.model.preprocess import resize_hwc, torch_available
 from fbil.model.tiles import Tiling, merge_tiles, nms
 
 if TYPE_CHECKING:
@@ -404,7 +404,7 @@ class OnnxPersonDetector:
         (the same antialiased bilinear filter: :mod:`fbil.model.preprocess`)."""
         size = self.input_size
         crops, windows = [], []
-        use_torch = torch_loaded()
+        use_torch = torch_available()
         for frame in frames:
             if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
                 raise ValueError(f"frames are uint8 (H, W, 3), not {frame.dtype} {frame.shape}")

@@ -43,7 +43,7 @@ run
 echo "uid in the container: $(docker exec "$name" id -u)"
 video=tests/data/videos/vtest.avi
 short=$(mktemp --suffix=.avi)
-python3 - "$video" "$short" <<'PY'
+"${PYTHON:-.venv/bin/python}" - "$video" "$short" <<'PY'
 import sys, av
 with av.open(sys.argv[1]) as src, av.open(sys.argv[2], "w") as out:
     s = src.streams.video[0]; o = out.add_stream_from_template(s)
@@ -54,7 +54,7 @@ PY
 curl -fsS "127.0.0.1:$port/detect" -F "video=@$short" \
   -F 'request={"keyframes":[{"time":2.0,"boxes":[{"id":"a","box":[300,200,400,500]}]}]}' \
   | python3 -c "import json,sys; a=json.load(sys.stdin); print('detect:', len(a['keyframes'][0]['actors']), 'actor(s)')"
-job=$(curl -fsS "127.0.0.1:$port/v1/jobs" -F "video=@$short" -F 'request={"keyframe_interval":1.0,"keyframes":[]}' \
+job=$(curl -fsS "127.0.0.1:$port/v1/jobs" -F "video=@$short" -F 'request={"keyframe_interval":1.0}' \
   | python3 -c "import json,sys; print(json.load(sys.stdin)['id'])" || true)
 echo "job: $job"
 sleep 5

@@ -27,7 +27,7 @@ from fbil.service.metrics import Metrics
 log = logging.getLogger(__name__)
 
 # clips and rois are numpy arrays (ONNX Runtime without torch) or torch tensors (torch loaded:
-# fbil.model.preprocess.torch_loaded); a batch is of one kind and so are its scores
+# fbil.model.preprocess.torch_available); a batch is of one kind and so are its scores
 Tensor = Any
 Predict = Callable[[Tensor, Tensor], Tensor]
 

@@ -30,7 +30,7 @@ from fbil.model import ModelMetadata, artifact
 from fbil.model.device import cuda_device_count
 from fbil.model.extras import MissingExtraError, require
 from fbil.model.labels import LabelMap, read_label_map
-from fbil.model.preprocess import PreprocessSpec, torch_loaded
+from fbil.model.preprocess import PreprocessSpec, torch_available
 
 if TYPE_CHECKING:  # torch is imported by the torch runtimes only (the `torch` extra)
     import torch
@@ -163,7 +163,7 @@ def onnx_provider_options(
 
 class Runtime(ABC):
     """Run the detector: ``predict(clips (B,3,T,H,W), rois (N,5)) -> scores (N, C)``; clips
-    and rois are numpy arrays or torch tensors (:func:`fbil.model.preprocess.torch_loaded`)."""
+    and rois are numpy arrays or torch tensors (:func:`fbil.model.preprocess.torch_available`)."""
 
     backend: str
 
@@ -513,7 +513,7 @@ def _runtime(
     tensorrt: TensorRTProfile | None = None,
 ) -> Runtime:
     backend = backend_for(path) if backend == "auto" else backend
-    if num_threads and (backend != "onnx" or torch_loaded()):
+    if num_threads and (backend != "onnx" or torch_available()):
         _require_torch(f"the {backend} runtime")
         import torch
 

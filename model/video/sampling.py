@@ -24,7 +24,7 @@ from fbil.model.preprocess import (
     resize,
     resize_hwc,
     scaled_size,
-    torch_loaded,
+    torch_available,
 )
 from fbil.model.video.container import display_size, quarter_turns
 from fbil.model.video.types import VideoInfo
@@ -39,14 +39,14 @@ def _rgb(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
 
 class ClipConverter:
     """Decoded frame -> normalised float32 ``(3, H, W)`` at the clip's displayed size: a torch
-    tensor when torch is loaded, else a numpy array (:func:`~fbil.model.preprocess.torch_loaded`,
+    tensor when torch is loaded, else a numpy array (:func:`~fbil.model.preprocess.torch_available`,
     decided once per converter)."""
 
     def __init__(self, spec: PreprocessSpec) -> None:
         self.spec = spec
         self.size: tuple[int, int] | None = None  # displayed (height, width) of the clip
         self._reformatter = VideoReformatter()
-        self.torch = torch_loaded()
+        self.torch = torch_available()
 
     def __call__(self, frame: av.VideoFrame) -> Any:
         if self.size is None:

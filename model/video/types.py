@@ -78,7 +78,7 @@ class VideoInfo:
 @dataclass(frozen=True)
 class Clip:
     """One keyframe's clip: float32 ``(3, T, H, W)``, normalised (a torch tensor when torch is
-    loaded, else a numpy array: :func:`fbil.model.preprocess.torch_loaded`); ``frame_times`` are
+    loaded, else a numpy array: :func:`fbil.model.preprocess.torch_available`); ``frame_times`` are
     the times of the decoded frames picked for the ``T`` sample times."""
 
     time: float

@@ -18,7 +18,7 @@ from tests.support.serving import TinyModel
 ROOT = Path(__file__).resolve().parents[2]
 HELP = """
 import sys
-from fbil.service.detect_cli import main
+from fbil.model.extras import detect as main
 try:
     main(["--help"])
 except SystemExit as exit:
@@ -29,7 +29,7 @@ print("heavy modules:", sorted(m for m in ("torch", "av") if m in sys.modules))
 
 def test_help_is_a_console_script_and_imports_neither_torch_nor_pyav() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["fbil-detect"] == "fbil.service.detect_cli:main"
+    assert scripts["fbil-detect"] == "fbil.model.extras:detect"  # -> fbil.service.detect_cli
     run = subprocess.run(
         [sys.executable, "-c", HELP], capture_output=True, text=True, timeout=120, check=False
     )

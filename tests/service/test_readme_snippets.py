@@ -28,7 +28,9 @@ def _blocks(language: str) -> list[str]:
 def test_readme_client_snippets_run_against_a_local_service(
     tiny_model: TinyModel, megamind: Path, tmp_path: Path
 ):
-    snippets = [b for b in _blocks("python") if "fbil.client" in b]
+    # the live-stream snippet needs a camera: its client calls run against a local source in
+    # tests/service/test_streams.py
+    snippets = [b for b in _blocks("python") if "fbil.client" in b and "create_stream" not in b]
     assert len(snippets) >= 2  # /detect and jobs
     env = {
         "FBIL_API_KEYS": KEY,
