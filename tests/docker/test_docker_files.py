@@ -534,7 +534,9 @@ def test_lock_targets_the_images_python() -> None:
     lock_tool = load_file_module(ROOT / "docker" / "lock.py")
     dockerfile = read_dockerfile()
     bases = [dockerfile.global_args["GPU_BASE"], dockerfile.global_args["CPU_BASE"]]
+    names = {s.name for s in dockerfile.stages}
     bases += [s.base for s in dockerfile.stages if not s.base.startswith(("$", "base-"))]
+    bases = [b for b in bases if b not in names]  # FROM an earlier stage
     releases = set()
     for base in bases:
         match = re.search(r"ubuntu:?(\d\d\.\d\d)$", base)
@@ -577,10 +579,12 @@ def test_gpu_base_matches_onnxruntime_gpu_cuda_major() -> None:
 
 
 def test_builder_installs_the_lock_then_the_project_without_dependencies() -> None:
-    builder = read_dockerfile().stage("builder")
-    copies = [copy_sources_and_dest(a) for a in builder.all("COPY")]
+    dockerfile = read_dockerfile()
+    deps, project = dockerfile.stage("deps"), dockerfile.stage("builder")
+    assert project.base == "deps"
+    copies = [copy_sources_and_dest(a) for a in deps.all("COPY") + project.all("COPY")]
     [locks] = [dest for sources, dest, _ in copies if "docker/requirements.lock" in sources]
-    runs = run_commands(builder)
+    runs = run_commands(deps) + run_commands(project)
     pip_cache = "--mount=type=cache,target=/root/.cache/pip"
 
     # the flavour's lock: the runtime lock, onnxruntime swapped for the GPU one's pin (gpu),
@@ -634,8 +638,17 @@ def test_runtime_stages_run_fbil_serve_as_a_non_root_user() -> None:
         if stage.name.startswith("base-") or stage is runtime:
             assert not [p for p in apt_packages(stage) if COMPILERS.match(p)], stage.name
             assert not [r for r in run_commands(stage) if "pip " in r], "runtime runs no pip"
-    [venv] = [a for a in runtime.all("COPY") if a.startswith("--from=builder")]
+    # the dependencies and the project as two layers: a code change ships only the second
+    venv, project = [a for a in runtime.all("COPY") if a.startswith("--from=")]
+    assert venv.startswith("--from=deps ")
     assert copy_sources_and_dest(venv)[:2] == (["/opt/venv"], "/opt/venv")
+    assert project.startswith("--from=builder ")
+    assert copy_sources_and_dest(project)[:2] == (["/opt/project/"], "/opt/venv/")
+    builder_runs = " ".join(run_commands(dockerfile.stage("builder")))
+    assert (
+        "pip install --no-deps --ignore-installed --prefix /opt/project /tmp/wheels/fbil-*.whl"
+        in builder_runs
+    )
     # jobs' data: FBIL_DATA_DIR a volume made from a folder the non-root user owns
     assert "FBIL_DATA_DIR=/data" in env and runtime.all("VOLUME") == ['["/data"]']
     assert re.search(r"install -d -o fbil -g fbil [^&]*/data\b", " ".join(run_commands(runtime)))
