@@ -60,6 +60,12 @@ echo "job: $job"
 sleep 5
 docker rm -f "$name" >/dev/null && run  # re-created: the job must still be there
 curl -fsS "127.0.0.1:$port/v1/jobs/$job" | python3 -c "import json,sys; j=json.load(sys.stdin); print('job after re-creation:', j['state'])"
-start=$(date +%s); docker stop "$name" >/dev/null
-echo "stopped in $(( $(date +%s) - start )) s (drain)"
+# drain: a request in flight when the stop comes is still answered
+code=$(mktemp)
+curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/detect" -F "video=@$short" \
+  -F 'request={"keyframe_interval":0.5}' >"$code" &
+sleep 1
+start=$(date +%s); docker stop "$name" >/dev/null; wait
+echo "stopped in $(( $(date +%s) - start )) s; the request in flight then: HTTP $(cat "$code")"
+rm -f "$code"
 docker rm "$name" >/dev/null; rm -f "$short"
