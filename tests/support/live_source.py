@@ -138,9 +138,9 @@ class LiveSource:
             self._proc.wait()
             self.served += 1
 
-    def _wait_listening(self, timeout: float = 10.0) -> None:
+    def _wait_listening(self, timeout: float = 30.0) -> None:
         """Until ffmpeg listens (read from /proc/net/tcp: a test connection would be its
-        one client)."""
+        one client). 30 s: a restarted source on a loaded 2-core CI machine once took over 10."""
         end = time.monotonic() + timeout
         wanted = f":{self.port:04X}"
         while time.monotonic() < end:
