@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from fbil.model.preprocess import resize_hwc, torch_available
-from fbil.model.tiles import Tiling, merge_tiles, nms
+from fbil.model.tiles import Tiling, drop_parts, fits_a_window, merge_tiles, nms
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -443,7 +443,7 @@ class OnnxPersonDetector:
             boxes, scores = merge_tiles(
                 wins, [b[k] for (b, _), k in zip(per_window, kept, strict=True)],
                 [s[k] for (_, s), k in zip(per_window, kept, strict=True)],
-                frame.shape[0], frame.shape[1], iou=self.nms_iou,
+                frame.shape[0], frame.shape[1], iou=self.nms_iou, **self.tiling.parts,
             )  # fmt: skip
             out.append(PersonBoxes(boxes, scores))
         return out
@@ -476,12 +476,34 @@ class MergedPersonDetector:
     def detect(self, frames: Sequence[np.ndarray], threshold: float) -> list[PersonBoxes]:
         found = [d.detect(frames, threshold) for d in self.detectors]
         out = []
-        for per_frame in zip(*found, strict=True):
+        for frame, per_frame in zip(frames, zip(*found, strict=True), strict=True):
             boxes = np.concatenate([p.boxes for p in per_frame]).astype(np.float32)
             scores = np.concatenate([p.scores for p in per_frame]).astype(np.float32)
             keep = nms(boxes, scores, self.nms_iou)
+            boxes, scores = boxes[keep], scores[keep]
+            # one detector's part of a big person the other found whole
+            big, parts = self._big(boxes, *frame.shape[:2])
+            keep = drop_parts(boxes, scores, big, inside=parts.part_inside,
+                              min_score=parts.part_of_score)  # fmt: skip
             out.append(PersonBoxes(boxes[keep], scores[keep]))
         return out
+
+    def _big(self, boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Tiling]:
+        """Which normalised boxes no tile of any of the detectors holds (see
+        :func:`~fbil.model.tiles.merge_tiles`; none for detectors without tiles), and the
+        first detector's tiling, whose part rules apply."""
+        pixels = boxes * np.array([width, height, width, height], np.float32)
+        big = np.ones(len(boxes), bool)
+        tilings = [getattr(d, "tiling", None) for d in self.detectors]
+        for tiling in tilings:
+            if tiling is None:
+                return np.zeros(len(boxes), bool), Tiling()
+            windows = tiling.windows(height, width)
+            grid = windows[(windows != [0, 0, width, height]).any(axis=1)]
+            if len(grid) == 0:
+                return np.zeros(len(boxes), bool), tiling
+            big &= ~fits_a_window(pixels, grid, tiling.fill)
+        return big, tilings[0]
 
     def needed_size(self, height: int, width: int) -> tuple[int, int]:
         """The largest size any of the detectors needs (see

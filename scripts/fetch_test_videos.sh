@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fetch the real test videos (Debian's opencv-doc examples) into tests/data/videos/.
+# Fetch the real test videos and photos (Debian's opencv-doc examples) into tests/data/videos/.
 # Needs no root: apt works on private list/cache folders and dpkg -x only unpacks.
 set -euo pipefail
 dest="$(cd "$(dirname "$0")/.." && pwd)/tests/data/videos"
-names=(vtest.avi Megamind.avi Megamind_bugy.avi tree.avi)
+names=(vtest.avi Megamind.avi Megamind_bugy.avi tree.avi messi5.jpg basketball1.png basketball2.png)
 have=1
 for n in "${names[@]}"; do [ -s "$dest/$n" ] || have=0; done
 if [ "$have" = 1 ]; then echo "test videos present in $dest"; exit 0; fi

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real test videos fetched by ``scripts/fetch_test_videos.sh``."""
+"""Shared fixtures: the real test videos (and photos) fetched by
+``scripts/fetch_test_videos.sh``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ VIDEO_DIR = Path(__file__).parent / "data" / "videos"
 
 @pytest.fixture(scope="session")
 def test_videos() -> Path:
-    """Folder of the real test videos; fails (never skips) when one is missing."""
-    names = ("vtest.avi", "Megamind.avi", "Megamind_bugy.avi", "tree.avi")
+    """Folder of the real test videos and photos; fails (never skips) when one is missing."""
+    names = ("vtest.avi", "Megamind.avi", "Megamind_bugy.avi", "tree.avi", "messi5.jpg",
+             "basketball1.png", "basketball2.png")  # fmt: skip
     missing = [n for n in names if not (VIDEO_DIR / n).is_file()]
     if missing:
         pytest.fail(

@@ -53,10 +53,13 @@ def test_the_labelled_set_is_what_the_tests_say() -> None:
 def test_the_default_detector_finds_the_clearly_visible_people(detected) -> None:
     score = total(detected, tracker_for)
     assert score.people == 164
-    # measured: 152 of 164 found (0.927), 13 false alarms (precision 0.921); the SSDLite
-    # alone found 145 (0.884) at precision 0.929
+    # measured: 152 of 164 found (0.927), 9 false alarms (precision 0.944), 2 of them parts of
+    # a person (a half-hidden walker's upper body; a back filling a close-up's side); before
+    # the part rules of fbil.model.tiles 13 false alarms, 4 parts, precision 0.921. The SSDLite
+    # alone found 145 (0.884)
     assert score.recall >= 0.9, score.misses
     assert score.precision >= 0.9, f"{score.false_alarms} false alarms"
+    assert score.parts <= 2
 
 
 def test_tracking_keeps_ids_over_consecutive_keyframes_and_not_across_cuts(detected) -> None:

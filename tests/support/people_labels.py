@@ -70,6 +70,7 @@ class Score:
     people: int = 0
     hits: int = 0
     false_alarms: int = 0
+    parts: int = 0  # false alarms that are a part of a labelled (or ignored) person
     switches: int = 0  # a labelled person matched with another track id than last time
     carried: int = 0  # track ids found in two shots
     keyframes: int = 0
@@ -89,8 +90,8 @@ class Score:
 
     def add(self, other: Score) -> Score:
         out = Score()
-        for name in ("people", "hits", "false_alarms", "switches", "carried", "keyframes",
-                     "frames", "detect_s", "track_s"):  # fmt: skip
+        for name in ("people", "hits", "false_alarms", "parts", "switches", "carried",
+                     "keyframes", "frames", "detect_s", "track_s"):  # fmt: skip
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.misses = self.misses + other.misses
         out.switched = self.switched + other.switched
@@ -99,23 +100,35 @@ class Score:
 
 def match(
     people: dict[str, list[int]], ignore: list[list[int]], boxes: np.ndarray, scores: np.ndarray
-) -> tuple[dict[str, int], int]:
-    """Labelled person -> index of the detection matched to them, and the false alarms;
-    ``boxes`` pixels ``(n, 4)``."""
+) -> tuple[dict[str, int], int, int]:
+    """Labelled person -> index of the detection matched to them, the false alarms, and how
+    many of those are parts of a person (:func:`is_part`); ``boxes`` pixels ``(n, 4)``."""
     names = list(people)
     gt = np.asarray([people[n] for n in names], np.float64).reshape(-1, 4)
     ign = np.asarray(ignore, np.float64).reshape(-1, 4)
     free = np.ones(len(names), bool)
-    matched, false_alarms = {}, 0
+    matched, false_alarms, parts = {}, 0, 0
     for j in np.argsort(-scores, kind="stable"):
-        overlap = iou(boxes[j : j + 1].astype(np.float64), gt)[0] * free
+        box = boxes[j : j + 1].astype(np.float64)
+        overlap = iou(box, gt)[0] * free
         if len(names) and overlap.max() >= 0.5:
             i = int(overlap.argmax())
             free[i] = False
             matched[names[i]] = int(j)
-        elif not (len(ign) and iou(boxes[j : j + 1].astype(np.float64), ign).max() >= 0.5):
+        elif not (len(ign) and iou(box, ign).max() >= 0.5):
             false_alarms += 1
-    return matched, false_alarms
+            parts += is_part(box[0], np.concatenate([gt, ign]))
+    return matched, false_alarms, parts
+
+
+def is_part(box: np.ndarray, people: np.ndarray) -> bool:
+    """Whether a pixel box lies at least 0.7 of its area within one of ``people`` ``(k, 4)``
+    while smaller than 0.6 of them: a head, arm, torso or legs boxed as a person."""
+    w = (np.minimum(box[2], people[:, 2]) - np.maximum(box[0], people[:, 0])).clip(min=0)
+    h = (np.minimum(box[3], people[:, 3]) - np.maximum(box[1], people[:, 1])).clip(min=0)
+    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+    areas = (people[:, 2] - people[:, 0]) * (people[:, 3] - people[:, 1])
+    return bool(((w * h / area >= 0.7) & (area < 0.6 * areas)).any())
 
 
 def detect_clip(
@@ -167,12 +180,13 @@ def score_clip(
         shown = people.scores >= threshold
         boxes, scores = people.boxes[shown] * scale, people.scores[shown]
         shown_ids = [i for i, s in zip(ids, shown, strict=True) if s]
-        matched, false_alarms = match(frame["people"], frame["ignore"], boxes, scores)
+        matched, false_alarms, parts = match(frame["people"], frame["ignore"], boxes, scores)
         shot = sum(1 for c in cuts if c < t)
         score.keyframes += 1
         score.people += len(frame["people"])
         score.hits += len(matched)
         score.false_alarms += false_alarms
+        score.parts += parts
         score.misses += [(labels["video"], t, n) for n in frame["people"] if n not in matched]
         for name, j in matched.items():
             track = shown_ids[j]
