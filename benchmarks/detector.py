@@ -34,6 +34,8 @@ TRACKERS = {  # the old tracker ignores the boxes below the threshold
     "new: weak boxes >= 0.1, 2 s, cuts": functools.partial(tracker_for, buffer_s=2.0),
     "new, 1 s buffer": functools.partial(tracker_for, buffer_s=1.0),
     "new, 4 s buffer": functools.partial(tracker_for, buffer_s=4.0),
+    "new, no motion model": functools.partial(tracker_for, buffer_s=2.0, motion=False),
+    "new, no appearance": functools.partial(tracker_for, buffer_s=2.0, appearance_weight=0.0),
 }
 
 NO_PART_RULES = dataclasses.replace(DEFAULT_TILING, fill=2.0, part_inside=2.0)

@@ -104,13 +104,13 @@ def _between(
     return between
 
 
-def tracker_for(plan: Sequence[Sequence[float]], buffer_s: float = 1.0) -> Tracker:
+def tracker_for(plan: Sequence[Sequence[float]], buffer_s: float = 1.0, **options: Any) -> Tracker:
     """A :class:`Tracker` for the frames of ``plan``: a lost track is kept ``buffer_s``
     seconds, and at least 1.5 times the widest gap between two frames looked at (else a person
-    is lost between keyframes looked at alone)."""
+    is lost between keyframes looked at alone); ``options`` are the tracker's other settings."""
     looked_at = [t for group in plan for t in group]
     widest = max((b - a for a, b in zip(looked_at, looked_at[1:], strict=False)), default=0.0)
-    return Tracker(max_age_s=max(buffer_s, 1.5 * widest))
+    return Tracker(max_age_s=max(buffer_s, 1.5 * widest), **options)
 
 
 # --------------------------------------------------------------------------- appearance
@@ -217,7 +217,9 @@ class Tracker:
     ``low_min_iou`` (cost ``1 - IoU``), and start none. A track unseen for longer than
     ``max_age_s`` ends; unmatched confident boxes start new tracks (ids 1, 2, ... in order of
     appearance). A frame at ``cut_distance`` or more (:func:`scene_distance`) from the previous
-    one is a shot cut: every track ends there (0 never cuts).
+    one is a shot cut: every track ends there (0 never cuts). Without ``motion`` a track is
+    looked for where it was last seen, not where its velocity takes it (for measuring what the
+    motion model gains: ``benchmarks/detector.py``).
     """
 
     def __init__(
@@ -228,9 +230,10 @@ class Tracker:
         max_age_s: float = 1.0,
         low_min_iou: float = 0.4,
         cut_distance: float = CUT_DISTANCE,
+        motion: bool = True,
     ) -> None:
         self.min_iou, self.appearance_weight, self.max_age_s = min_iou, appearance_weight, max_age_s
-        self.low_min_iou, self.cut_distance = low_min_iou, cut_distance
+        self.low_min_iou, self.cut_distance, self.motion = low_min_iou, cut_distance, motion
         self.tracks: list[_Track] = []
         self._next_id = 1
         self.last_time: float | None = None  # of the last update
@@ -260,7 +263,7 @@ class Tracker:
         ids = [0] * len(people)
         confident = people.scores >= threshold
         if self.tracks and len(people):
-            predicted = np.stack([t.predicted(time) for t in self.tracks])
+            predicted = np.stack([t.predicted(time) if self.motion else t.box for t in self.tracks])
             overlap = iou(predicted, people.boxes.astype(np.float64))
             cost = 1.0 - overlap
             if looks is not None:
@@ -298,6 +301,7 @@ class Tracker:
             "max_age_s": self.max_age_s,
             "low_min_iou": self.low_min_iou,
             "cut_distance": self.cut_distance,
+            "motion": self.motion,
             "next_id": self._next_id,
             "last_time": self.last_time,
             "scene": None if self.scene is None else self.scene.tolist(),
@@ -324,6 +328,7 @@ class Tracker:
             # absent from states saved by earlier versions: they had no second pass or cuts
             low_min_iou=state.get("low_min_iou", 1.0),
             cut_distance=state.get("cut_distance", 0.0),
+            motion=state.get("motion", True),
         )
         tracker._next_id = state["next_id"]
         scene = state.get("scene")

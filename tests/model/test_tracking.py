@@ -202,3 +202,16 @@ def test_a_shot_cut_starts_new_ids():
     restored = Tracker.from_state(json.loads(json.dumps(tracker.state())))
     assert restored.state() == tracker.state()
     assert restored.update(0.75, person, room) == [3]  # the cut is seen after a restore too
+
+
+def test_the_motion_model_finds_a_walker_missed_for_a_frame_where_they_went():
+    """A person 0.1 wide walking 0.05 per frame is missed on one frame: on the next one their
+    box no longer overlaps where they were last seen, but does where their velocity took them."""
+    walker = lambda x: scored(((x, 0.2, x + 0.1, 0.8), 0.9))  # noqa: E731
+    for motion, expected in ((True, [1]), (False, [2])):
+        tracker = Tracker(appearance_weight=0.0, motion=motion)
+        assert [tracker.update(t * 0.25, walker(0.1 + 0.05 * t)) for t in range(4)] == [[1]] * 4
+        tracker.update(1.0, scored())  # missed
+        assert tracker.update(1.25, walker(0.1 + 0.05 * 5)) == expected
+        restored = Tracker.from_state(json.loads(json.dumps(tracker.state())))
+        assert restored.state() == tracker.state() and restored.motion is motion
