@@ -105,21 +105,25 @@ class LiveSource:
         )
         self._began: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._running = False
+        self._lock = threading.Lock()
+        self._generation = 0  # one per start: a thread of an earlier start never serves again
         self._thread: threading.Thread | None = None
+        self._log = (video.parent / f"ffmpeg-{self.port}.log").open("ab")  # beside the video
         self.served = 0  # clients connected so far
 
     def start(self) -> None:
         if self._began is None:
             self._began = time.monotonic()
-        self._running = True
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+        self._thread = threading.Thread(target=self._serve, args=(generation,), daemon=True)
         self._thread.start()
         self._wait_listening()
 
     def _command(self) -> list[str]:
         assert FFMPEG is not None and self._began is not None
-        args = [FFMPEG, "-hide_banner", "-loglevel", "quiet"]
+        args = [FFMPEG, "-hide_banner", "-loglevel", "error"]
         if self.realtime:
             args += ["-re", "-ss", f"{time.monotonic() - self._began:.2f}"]
         if self.loop:
@@ -132,23 +136,35 @@ class LiveSource:
         args += ["-listen", "1", self.url]
         return args
 
-    def _serve(self) -> None:
-        while self._running:
-            self._proc = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL)
-            self._proc.wait()
+    def _serve(self, generation: int) -> None:
+        while True:
+            with self._lock:  # a kill() between two clients leaves no ffmpeg behind
+                if self._generation != generation:
+                    return
+                proc = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL, stderr=self._log)
+                self._proc = proc
+            proc.wait()
             self.served += 1
 
-    def _wait_listening(self, timeout: float = 30.0) -> None:
+    def _wait_listening(self, timeout: float = 60.0, retry_s: float = 10.0) -> None:
         """Until ffmpeg listens (read from /proc/net/tcp: a test connection would be its
-        one client). 30 s: a restarted source on a loaded 2-core CI machine once took over 10."""
+        one client). An ffmpeg not listening after ``retry_s`` is killed and started again (a
+        restarted source on a loaded 2-core CI machine once missed 30 s)."""
         end = time.monotonic() + timeout
+        retry = time.monotonic() + retry_s
         wanted = f":{self.port:04X}"
         while time.monotonic() < end:
             rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
             if any(row[1].endswith(wanted) and row[3] == "0A" for row in rows):
                 return
+            if time.monotonic() > retry:
+                with self._lock:
+                    if self._proc is not None:
+                        self._proc.kill()  # the serving thread starts another
+                retry = time.monotonic() + retry_s
             time.sleep(0.05)
-        raise RuntimeError("ffmpeg did not listen")
+        log = Path(self._log.name).read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"ffmpeg did not listen on port {self.port}; its log: {log}")
 
     def pause(self) -> None:
         """Stall the source: connected, sending nothing (SIGSTOP) until :meth:`kill`."""
@@ -157,12 +173,14 @@ class LiveSource:
 
     def kill(self) -> None:
         """Take the source down (a camera switched off) until :meth:`start`."""
-        self._running = False
-        if self._proc is not None:
-            self._proc.send_signal(signal.SIGCONT)
-            self._proc.kill()
+        with self._lock:
+            self._generation += 1
+            proc = self._proc
+        if proc is not None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(30)
 
     def __enter__(self) -> LiveSource:
         self.start()
