@@ -30,10 +30,11 @@ from tests.support.people_labels import score_clip as score
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACKERS = {  # the old tracker ignores the boxes below the threshold
-    "old: no weak boxes, 1 s, no cuts": old_tracker,
-    "new: weak boxes >= 0.1, 2 s, cuts": functools.partial(tracker_for, buffer_s=2.0),
+    "old: no weak boxes, 1 s, no cuts, no re-id": old_tracker,
+    "new: weak boxes >= 0.1, 2 s, cuts, re-id": functools.partial(tracker_for, buffer_s=2.0),
     "new, 1 s buffer": functools.partial(tracker_for, buffer_s=1.0),
     "new, 4 s buffer": functools.partial(tracker_for, buffer_s=4.0),
+    "new, no re-id by colour": functools.partial(tracker_for, buffer_s=2.0, reid_distance=0.0),
     "new, no motion model": functools.partial(tracker_for, buffer_s=2.0, motion=False),
     "new, no appearance": functools.partial(tracker_for, buffer_s=2.0, appearance_weight=0.0),
 }
@@ -64,7 +65,7 @@ def main() -> None:
     keyframes = sum(len(c.keyframes) for c in clips)
     print(f"{frames} frames ({keyframes} keyframes), step {args.step} s, threshold "
           f"{DEFAULT_THRESHOLD}, device {args.device}, threads {args.threads}")  # fmt: skip
-    header = (f"{'detector':>10} | {'tracker':>34} | {'recall':>6} | {'precision':>9} | "
+    header = (f"{'detector':>10} | {'tracker':>42} | {'recall':>6} | {'precision':>9} | "
               f"{'parts':>5} | "
               f"{'id sw':>5} | {'carried':>7} | {'ms/frame':>8} | {'ratio':>5}")  # fmt: skip
     print(header)
@@ -88,7 +89,7 @@ def main() -> None:
             for clip, people in zip(clips, found, strict=True):
                 total = total.add(score(clip, people, DEFAULT_THRESHOLD, make))
             track_ms = total.track_s / frames * 1e3
-            print(f"{name:>10} | {label:>34} | {total.recall:>6.3f} | {total.precision:>9.3f} | "
+            print(f"{name:>10} | {label:>42} | {total.recall:>6.3f} | {total.precision:>9.3f} | "
                   f"{total.parts:>5} | "
                   f"{total.switches:>5} | {total.carried:>7} | {ms:>8.1f} | {ms / base:>4.2f}x"
                   f"  (tracker {track_ms:.1f} ms/frame)")  # fmt: skip

@@ -32,7 +32,13 @@ import numpy as np
 
 from fbil.model.labels import LabelMap
 from fbil.model.persons import PersonBoxes, PersonDetector
-from fbil.model.tracking import DetectCancelledError, Tracker, plan_frames, tracker_for
+from fbil.model.tracking import (
+    REID_DISTANCE,
+    DetectCancelledError,
+    Tracker,
+    plan_frames,
+    tracker_for,
+)
 from fbil.model.video import KeyframeOutOfRangeError, Source, VideoInfo, VideoLimits
 from fbil.model.video.stream import Window, stream_windows
 from fbil.service.boxes import normalize_boxes
@@ -245,7 +251,8 @@ class ActorSource:
     on the window's frames, followed by one :class:`~fbil.model.tracking.Tracker` through
     every keyframe of the run (a person keeps its track id). The detector also returns people
     scored from ``track_low_score`` up to the threshold: they may continue a track, and are
-    never reported; a lost track keeps its id ``track_buffer_s``. The best ``max_boxes``
+    never reported; a lost track keeps its id ``track_buffer_s`` (and is taken back by colour
+    within ``track_reid_distance``). The best ``max_boxes``
     detected people are kept. What happens at a keyframe depends only on the tracker's state
     before it (:meth:`checkpoint`), so a run resumed after keyframe ``k`` with the state saved
     then gives the same boxes and track ids. Without a ``plan`` (a live source, keyframes
@@ -262,6 +269,7 @@ class ActorSource:
         cancel: threading.Event | None = None,
         track_low_score: float = 0.0,
         track_buffer_s: float = 1.0,
+        track_reid_distance: float = REID_DISTANCE,
     ) -> None:
         if (plan is None or plan.detects) and detector is None:
             raise ValueError("the plan detects people, and there is no detector")
@@ -270,7 +278,9 @@ class ActorSource:
         self.low_score = track_low_score  # weak boxes down to it continue tracks
         frames = plan.frames if plan is not None else ()
         self.tracker = (
-            Tracker.from_state(tracker) if tracker else tracker_for(frames, track_buffer_s)
+            Tracker.from_state(tracker)
+            if tracker
+            else tracker_for(frames, track_buffer_s, reid_distance=track_reid_distance)
         )
         self._last: list[Actor] = []  # the people of the last detected keyframe
         self._people, self._ids = PersonBoxes.none(), []  # of the last frame looked at
@@ -511,6 +521,7 @@ async def run_video(
         cancel=cancel,
         track_low_score=engine.settings.track_low_score,
         track_buffer_s=engine.settings.track_buffer_s,
+        track_reid_distance=engine.settings.track_reid_distance,
     )
     windows = stream_windows(
         video,

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         description="seconds a person unseen keeps their track id (at least 1.5 times the "
         "widest gap between frames looked at)",
     )
+    track_reid_distance: float = Field(
+        0.3,  # fbil.model.tracking.REID_DISTANCE (settings import nothing of the model)
+        ge=0,
+        le=1,
+        description="a person found again away from where their track expected them takes a "
+        "lost track's id back when their colours are this close (0: never)",
+    )
 
     # limits: decoding (fbil.model.video.VideoLimits), the request, uploads
     max_video_bytes: int = Field(200 * MIB, ge=1)

@@ -305,7 +305,9 @@ class StreamRegistry:
             options,
             detector=engine.detector,
             max_boxes=s.max_boxes_per_keyframe,
-            tracker=Tracker(max_age_s=s.stream_track_keep_s).state(),
+            tracker=Tracker(
+                max_age_s=s.stream_track_keep_s, reid_distance=s.track_reid_distance
+            ).state(),
             track_low_score=s.track_low_score,
         )
         rule_engine = RuleEngine(rules)

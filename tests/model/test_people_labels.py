@@ -64,9 +64,10 @@ def test_the_default_detector_finds_the_clearly_visible_people(detected) -> None
 
 def test_tracking_keeps_ids_over_consecutive_keyframes_and_not_across_cuts(detected) -> None:
     before, after = total(detected, old_tracker), total(detected, tracker_for)
-    # the detections are the same; only the tracker differs. Measured: 23 id switches and 5
-    # track ids carried into a new shot of Megamind before, 22 and 0 after
+    # the detections are the same; only the tracker differs. Measured: 23 id switches and 4
+    # track ids carried into a new shot of Megamind before, 7 and 0 after (22 and 0 before
+    # re-identification by colour: people found again behind a walker or the sign)
     assert before.carried > 0  # a close-up after a cut took the last shot's ids
     assert after.carried == 0
     assert after.switches < before.switches, (before.switched, after.switched)
-    assert after.switches <= 22, after.switched
+    assert after.switches <= 7, after.switched

@@ -139,7 +139,8 @@ def test_a_tracker_restored_from_its_json_state_goes_on_alike():
     restored = Tracker.from_state(saved)
     assert restored.state() == whole.state()
     later = [(float(t), side_by_side(float(t))) for t in np.arange(1.25, 3.01, 0.25)]
-    later.append((3.25, people((0.8, 0.1, 0.9, 0.5))))  # someone new: the next id
+    # someone new, farther from the two (now unseen) than they could have walked: the next id
+    later.append((3.25, people((0.0, 0.5, 0.1, 0.9))))
     assert [restored.update(t, p, frame) for t, p in later] == [
         whole.update(t, p, frame) for t, p in later
     ]
@@ -215,3 +216,34 @@ def test_the_motion_model_finds_a_walker_missed_for_a_frame_where_they_went():
         assert tracker.update(1.25, walker(0.1 + 0.05 * 5)) == expected
         restored = Tracker.from_state(json.loads(json.dumps(tracker.state())))
         assert restored.state() == tracker.state() and restored.motion is motion
+
+
+@pytest.mark.parametrize(
+    ("colour", "x", "settings", "expected"),
+    [
+        (RED, 0.5, {}, 1),  # the same colours, near enough: their id back
+        (BLUE, 0.5, {}, 2),  # other colours: someone else
+        (RED, 0.9, {}, 2),  # too far to have walked there in a second
+        (RED, 0.5, {"reid_distance": 0.0}, 2),  # re-identification off
+    ],
+)
+def test_a_person_found_away_from_their_track_takes_its_id_back_by_colour(
+    colour, x, settings, expected
+):
+    """Someone standing at x 0.2 is missed for a second (behind a sign), then found 0.3 away
+    (their box overlaps neither their last box nor its prediction)."""
+    tracker = Tracker(max_age_s=2.0, cut_distance=0.0, **settings)  # tiny frames: no cuts
+    here = coloured((0.2, 0.3, RED))
+    for t in (0.0, 0.25, 0.5):
+        assert tracker.update(t, scored(((0.2, 0.1, 0.3, 0.5), 0.9)), here) == [1]
+    for t in (0.75, 1.0, 1.25):
+        tracker.update(t, scored(), coloured())
+    there = coloured((x, x + 0.1, colour))
+    assert tracker.update(1.5, scored(((x, 0.1, x + 0.1, 0.5), 0.9)), there) == [expected]
+
+
+def test_the_services_default_is_the_trackers():
+    from fbil.model.tracking import REID_DISTANCE
+    from fbil.service.settings import Settings
+
+    assert Settings().track_reid_distance == REID_DISTANCE

@@ -145,9 +145,10 @@ def detect_clip(
 
 
 def old_tracker(plan: list[tuple[float, ...]]) -> Tracker:
-    """The tracker before the second association, the lost-track buffer and shot cuts: every
-    box scored the threshold or more, tracks kept 1 s (1.5 widest gaps), no cuts."""
-    tracker = tracker_for(plan, buffer_s=1.0)
+    """The tracker before the second association, the lost-track buffer, shot cuts and
+    re-identification by colour: every box scored the threshold or more, tracks kept 1 s (1.5
+    widest gaps), no cuts."""
+    tracker = tracker_for(plan, buffer_s=1.0, reid_distance=0.0)
     tracker.low_min_iou, tracker.cut_distance = 2.0, 0.0  # no IoU reaches 2: no second pass
     return tracker
 
