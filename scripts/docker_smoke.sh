@@ -64,8 +64,9 @@ curl -fsS "127.0.0.1:$port/v1/jobs/$job" | python3 -c "import json,sys; j=json.l
 code=$(mktemp)
 curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/detect" -F "video=@$short" \
   -F 'request={"keyframe_interval":0.5}' >"$code" &
+in_flight=$!
 sleep 1
-start=$(date +%s); docker stop "$name" >/dev/null; wait
+start=$(date +%s); docker stop "$name" >/dev/null; wait "$in_flight"  # not the dockerd started above
 echo "stopped in $(( $(date +%s) - start )) s; the request in flight then: HTTP $(cat "$code")"
 rm -f "$code"
 docker rm "$name" >/dev/null; rm -f "$short"
