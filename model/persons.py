@@ -45,7 +45,14 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from fbil.model.preprocess import resize_hwc, torch_available
-from fbil.model.tiles import Tiling, drop_parts, fits_a_window, merge_tiles, nms
+from fbil.model.tiles import (
+    Tiling,
+    drop_parts,
+    fits_a_window,
+    grid_windows,
+    merge_tiles,
+    nms,
+)
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -482,28 +489,32 @@ class MergedPersonDetector:
             keep = nms(boxes, scores, self.nms_iou)
             boxes, scores = boxes[keep], scores[keep]
             # one detector's part of a big person the other found whole
-            big, parts = self._big(boxes, *frame.shape[:2])
-            keep = drop_parts(boxes, scores, big, inside=parts.part_inside,
-                              min_score=parts.part_of_score)  # fmt: skip
+            big, rules = self._big(boxes, *frame.shape[:2]), self.part_rules
+            keep = drop_parts(
+                boxes, scores, big, inside=rules.part_inside, min_score=rules.part_of_score
+            )
             out.append(PersonBoxes(boxes[keep], scores[keep]))
         return out
 
-    def _big(self, boxes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Tiling]:
+    @property
+    def part_rules(self) -> Tiling:
+        """The tiling whose part rules apply to the merged boxes: the first detector's."""
+        return getattr(self.detectors[0], "tiling", None) or Tiling()
+
+    def _big(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
         """Which normalised boxes no tile of any of the detectors holds (see
-        :func:`~fbil.model.tiles.merge_tiles`; none for detectors without tiles), and the
-        first detector's tiling, whose part rules apply."""
+        :func:`~fbil.model.tiles.merge_tiles`); none for a detector without tiles."""
         pixels = boxes * np.array([width, height, width, height], np.float32)
         big = np.ones(len(boxes), bool)
-        tilings = [getattr(d, "tiling", None) for d in self.detectors]
-        for tiling in tilings:
+        for detector in self.detectors:
+            tiling = getattr(detector, "tiling", None)
             if tiling is None:
-                return np.zeros(len(boxes), bool), Tiling()
-            windows = tiling.windows(height, width)
-            grid = windows[(windows != [0, 0, width, height]).any(axis=1)]
+                return np.zeros(len(boxes), bool)
+            grid = grid_windows(tiling.windows(height, width), height, width)
             if len(grid) == 0:
-                return np.zeros(len(boxes), bool), tiling
+                return np.zeros(len(boxes), bool)
             big &= ~fits_a_window(pixels, grid, tiling.fill)
-        return big, tilings[0]
+        return big
 
     def needed_size(self, height: int, width: int) -> tuple[int, int]:
         """The largest size any of the detectors needs (see

@@ -101,8 +101,7 @@ def merge_tiles(
     Returns frame-normalised float32 boxes ``(n, 4)`` and scores ``(n,)``, best first.
     """
     kept_boxes, kept_scores = [], []
-    frame = np.array([0, 0, width, height])
-    grid = windows[(windows != frame).any(axis=1)]
+    grid = grid_windows(windows, height, width)
     for (x1, y1, x2, y2), b, s in zip(windows, boxes, scores, strict=True):
         if len(s) == 0:
             continue
@@ -189,6 +188,11 @@ def drop_parts(
     keep &= ~within.any(axis=1)
     keep[holders] = True
     return np.flatnonzero(keep)
+
+
+def grid_windows(windows: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The windows other than the whole ``height x width`` frame."""
+    return windows[(windows != np.array([0, 0, width, height])).any(axis=1)]
 
 
 def fits_a_window(boxes: np.ndarray, windows: np.ndarray, fill: float = FILL) -> np.ndarray:

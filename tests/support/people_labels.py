@@ -148,9 +148,8 @@ def old_tracker(plan: list[tuple[float, ...]]) -> Tracker:
     """The tracker before the second association, the lost-track buffer, shot cuts and
     re-identification by colour: every box scored the threshold or more, tracks kept 1 s (1.5
     widest gaps), no cuts."""
-    tracker = tracker_for(plan, buffer_s=1.0, reid_distance=0.0)
-    tracker.low_min_iou, tracker.cut_distance = 2.0, 0.0  # no IoU reaches 2: no second pass
-    return tracker
+    # no IoU reaches 2: no second pass
+    return tracker_for(plan, buffer_s=1.0, low_min_iou=2.0, cut_distance=0.0, reid_distance=0.0)
 
 
 def score_clip(
